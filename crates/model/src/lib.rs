@@ -1,1 +1,36 @@
-//! Placeholder.
+//! CouchMail's documents, addresses and passwords: pure types and validation.
+//!
+//! Everything the store holds is a JSON document with `_id`, `_rev` and
+//! `type`; this crate turns such a document into a typed [`Document`] or a
+//! [`ValidationError`] that names the offending field.
+//! It also normalises addresses ([`Address`], [`DomainName`]: lower case,
+//! IDNA A-labels, RFC 5321 lengths) and hashes and verifies passwords
+//! ([`PasswordHash`], written as argon2id in Dovecot's `{ARGON2ID}` form).
+//!
+//! The crate does no I/O: rules that need other documents (a mailbox needs
+//! its domain, aliases must not loop) live in `couchmail-directory`.
+//!
+//! ```
+//! use couchmail_model::{Address, Document};
+//!
+//! let addr: Address = "Alice@Bücher.Example".parse().unwrap();
+//! assert_eq!(addr.to_string(), "alice@xn--bcher-kva.example");
+//!
+//! let body = serde_json::json!({ "type": "domain", "active": true });
+//! let doc = Document::from_stored("domain:example.com", body.as_object().unwrap()).unwrap();
+//! assert_eq!(doc.id(), "domain:example.com");
+//! ```
+#![deny(missing_docs)]
+
+mod address;
+mod document;
+mod error;
+mod password;
+
+pub use address::{Address, AliasKey, DomainName, MAX_ADDRESS_LEN, MAX_DOMAIN_LEN, MAX_LABEL_LEN, MAX_LOCAL_LEN};
+pub use document::{
+    Alias, DocKind, Document, Domain, DomainAlias, MAX_ALIAS_TARGETS, MAX_QUOTA_BYTES, MAX_SIEVE_SCRIPT_BYTES,
+    MIN_QUOTA_BYTES, Mailbox, Role, SieveName, SieveScript, Token, TokenPrincipal,
+};
+pub use error::ValidationError;
+pub use password::{MIN_PASSWORD_CHARS, Password, PasswordHash, PasswordScheme};

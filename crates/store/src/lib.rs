@@ -1,1 +1,86 @@
-//! Placeholder.
+//! CouchMail's document store: one trait with CouchDB's semantics, and the
+//! embedded SQLite backend.
+//!
+//! A store holds JSON documents keyed by `_id` (a [`RawDoc`]).
+//! Every write names the revision it replaces, and a stale one is a
+//! [`ErrorKind::Conflict`], never a silent overwrite.
+//! Deletes leave tombstones so that the changes feed can report them.
+//! The changes feed ([`Store::changes`]) lists, after an opaque [`Seq`], each
+//! changed document once at its latest revision, in sequence order — what
+//! CouchDB's `_changes` does — and can wait for the next change (long-poll).
+//!
+//! The store knows nothing of mail: typing and validation are
+//! `couchmail-model`'s, referential rules `couchmail-directory`'s.
+//!
+//! Backends: [`SqliteStore`] (embedded, default). The `conformance` module
+//! (feature `conformance`) is the test suite every backend must pass.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use couchmail_store::{SqliteStore, Store};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = SqliteStore::open(dir.path().join("couchmail.db")).await.unwrap();
+//! let body = serde_json::json!({ "type": "domain", "active": true });
+//! let rev = store.put("domain:example.com", None, body.as_object().unwrap()).await.unwrap();
+//! let doc = store.get("domain:example.com").await.unwrap().unwrap();
+//! assert_eq!(doc.rev, rev);
+//! # });
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+mod sqlite;
+mod types;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+pub use error::{Error, ErrorKind};
+pub use sqlite::SqliteStore;
+pub use types::{Change, Changes, ListOptions, RawDoc, Rev, Seq};
+
+/// A document body: the JSON object without `_id` and `_rev`.
+pub type Body = Map<String, Value>;
+
+/// The result of a store operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A document store with CouchDB's semantics.
+///
+/// All methods are cancel-safe: dropping a future either leaves the write
+/// done or not done, never half done.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The live document with `id`; `None` if it never existed or is deleted.
+    async fn get(&self, id: &str) -> Result<Option<RawDoc>>;
+
+    /// Writes `body` as document `id`.
+    ///
+    /// `rev` is the revision being replaced: `None` creates the document (or
+    /// re-creates a deleted one) and is a conflict if a live one exists; a
+    /// revision that is not the current one is a conflict.
+    /// `_id`, `_rev` and other `_`-prefixed keys in `body` are refused.
+    /// Returns the new revision.
+    async fn put(&self, id: &str, rev: Option<&Rev>, body: &Body) -> Result<Rev>;
+
+    /// Deletes document `id` at revision `rev`, leaving a tombstone.
+    /// A stale `rev` is a conflict; a missing or deleted document is not found.
+    async fn delete(&self, id: &str, rev: &Rev) -> Result<Rev>;
+
+    /// Live documents whose `_id` starts with `prefix`, in `_id` order.
+    async fn list(&self, prefix: &str, options: &ListOptions) -> Result<Vec<RawDoc>>;
+
+    /// Changes after `since` (`None`: from the beginning), at most `limit`,
+    /// each document once at its latest revision, in sequence order.
+    /// When there are none, waits up to `wait` for one before answering empty.
+    async fn changes(&self, since: Option<&Seq>, limit: usize, wait: Duration) -> Result<Changes>;
+
+    /// A short description for logs and `couchmail status`, without secrets.
+    fn describe(&self) -> String;
+}

@@ -1,0 +1,575 @@
+//! The documents of the store, typed.
+//!
+//! A stored document is a JSON object whose `_id` is `<type>:<key>` and
+//! whose body carries `type` and the fields below (DESIGN.md §2).
+//! The key lives only in the `_id`; [`Document::from_stored`] parses it back
+//! and refuses an `_id` that is not in normal form, so that two documents can
+//! never claim the same address.
+//!
+//! Unknown body fields are ignored when reading, so that a newer couchmail
+//! sharing a replicated store does not make an older one drop documents.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::{Address, AliasKey, DomainName, PasswordHash, ValidationError};
+
+/// Smallest quota accepted: 1 MiB. Anything smaller is a typo for a bigger unit.
+pub const MIN_QUOTA_BYTES: u64 = 1 << 20;
+/// Largest quota accepted: 1 PiB.
+pub const MAX_QUOTA_BYTES: u64 = 1 << 50;
+/// Most targets one alias may have.
+pub const MAX_ALIAS_TARGETS: usize = 1000;
+/// Largest Sieve script accepted.
+pub const MAX_SIEVE_SCRIPT_BYTES: usize = 256 * 1024;
+/// Longest display name of a mailbox, in characters.
+const MAX_DISPLAY_NAME_CHARS: usize = 256;
+/// Longest Sieve script name, in characters.
+const MAX_SIEVE_NAME_CHARS: usize = 128;
+
+/// The kinds of document, named as in their `type` field and `_id` prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DocKind {
+    /// `domain:example.com`
+    Domain,
+    /// `domain-alias:example.net`
+    DomainAlias,
+    /// `mailbox:alice@example.com`
+    Mailbox,
+    /// `alias:info@example.com`, `alias:@example.com`
+    Alias,
+    /// `sieve:alice@example.com:<name>`
+    Sieve,
+    /// `token:<id>`: an API bearer token, stored hashed.
+    Token,
+}
+
+impl DocKind {
+    /// Every kind, in the order the index applies them.
+    pub const ALL: [DocKind; 6] =
+        [DocKind::Domain, DocKind::DomainAlias, DocKind::Mailbox, DocKind::Alias, DocKind::Sieve, DocKind::Token];
+
+    /// The `type` field value, which is also the `_id` prefix before `:`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocKind::Domain => "domain",
+            DocKind::DomainAlias => "domain-alias",
+            DocKind::Mailbox => "mailbox",
+            DocKind::Alias => "alias",
+            DocKind::Sieve => "sieve",
+            DocKind::Token => "token",
+        }
+    }
+
+    /// The `_id` prefix of every document of this kind, `:` included.
+    pub fn id_prefix(self) -> String {
+        format!("{}:", self.as_str())
+    }
+
+    /// The `_id` of the document of this kind with `key`.
+    pub fn id(self, key: impl fmt::Display) -> String {
+        format!("{}:{key}", self.as_str())
+    }
+}
+
+impl FromStr for DocKind {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DocKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| ValidationError::field("type", format!("unknown document type `{s}`")))
+    }
+}
+
+impl fmt::Display for DocKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A mail domain we serve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Domain {
+    /// The domain (from the `_id`).
+    #[serde(rename = "__key", skip_serializing)]
+    pub name: DomainName,
+    /// An inactive domain receives no mail and its users cannot log in.
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// Quota of a new mailbox that names none, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_default: Option<u64>,
+    /// Most mailboxes the domain may hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_mailboxes: Option<u32>,
+}
+
+/// Another name for a domain: `user@alias` reaches `user@target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainAlias {
+    /// The alias domain (from the `_id`).
+    #[serde(rename = "__key", skip_serializing)]
+    pub name: DomainName,
+    /// The domain it stands for; always a real domain, never another alias.
+    pub target: DomainName,
+}
+
+/// A role that widens what a mailbox's owner may manage.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Everything within one domain.
+    DomainAdmin(DomainName),
+}
+
+impl FromStr for Role {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "admin" {
+            return Ok(Role::Admin);
+        }
+        match s.strip_prefix("domain-admin:") {
+            Some(domain) => Ok(Role::DomainAdmin(DomainName::parse(domain)?)),
+            None => Err(ValidationError::new(format!("unknown role `{s}`: use `admin` or `domain-admin:<domain>`"))),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Role::Admin => f.write_str("admin"),
+            Role::DomainAdmin(domain) => write!(f, "domain-admin:{domain}"),
+        }
+    }
+}
+
+/// A user's mailbox, which is also their login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mailbox {
+    /// The address and login (from the `_id`).
+    #[serde(rename = "__key", skip_serializing)]
+    pub address: Address,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// The password hash; `None` until a password is set, and no login works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<PasswordHash>,
+    /// An inactive mailbox receives no mail and cannot log in.
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// Quota in bytes; `None` takes the domain's `quota_default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_bytes: Option<u64>,
+    /// What else the owner may manage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<Role>,
+    /// The Sieve script that runs at delivery, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sieve_active: Option<SieveName>,
+}
+
+/// An address that forwards to others; `@domain` is the domain's catch-all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alias {
+    /// The alias address or catch-all (from the `_id`).
+    #[serde(rename = "__key", skip_serializing)]
+    pub key: AliasKey,
+    /// Where mail goes: local mailboxes, other aliases, or outside addresses.
+    pub targets: Vec<Address>,
+    /// An inactive alias is as if it did not exist.
+    #[serde(default = "yes")]
+    pub active: bool,
+}
+
+/// The name of a Sieve script, unique per mailbox.
+///
+/// Printable characters only, no `/` (Pigeonhole and ManageSieve clients
+/// use names as file names) and at most 128 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SieveName(String);
+
+impl SieveName {
+    /// Checks a script name.
+    pub fn parse(input: &str) -> Result<SieveName, ValidationError> {
+        if input.is_empty() {
+            return Err(ValidationError::new("sieve script name is empty"));
+        }
+        if input.chars().count() > MAX_SIEVE_NAME_CHARS {
+            return Err(ValidationError::new(format!(
+                "sieve script name is longer than {MAX_SIEVE_NAME_CHARS} characters"
+            )));
+        }
+        if input.chars().any(|c| c.is_control() || c == '/') {
+            return Err(ValidationError::new("sieve script name may not contain `/` or control characters"));
+        }
+        if input.trim() != input {
+            return Err(ValidationError::new("sieve script name may not start or end with white space"));
+        }
+        Ok(SieveName(input.to_owned()))
+    }
+
+    /// The name as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for SieveName {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SieveName::parse(s)
+    }
+}
+
+impl fmt::Display for SieveName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A Sieve script of one mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SieveScript {
+    /// The mailbox it belongs to (from the `_id`).
+    #[serde(rename = "__key", skip_serializing)]
+    pub owner: Address,
+    /// Its name (from the `_id`).
+    #[serde(rename = "__name", skip_serializing)]
+    pub name: SieveName,
+    /// The Sieve source (RFC 5228).
+    pub script: String,
+}
+
+impl SieveScript {
+    /// The id Pigeonhole compiles by: it changes exactly when the content does
+    /// (DESIGN.md §3, dict location), so an edit is always recompiled.
+    pub fn content_id(&self) -> String {
+        hex::encode(Sha256::digest(self.script.as_bytes()))
+    }
+}
+
+/// Whom an API token acts for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TokenPrincipal {
+    /// The installation's administrator, who need not have a mailbox.
+    Admin,
+    /// A mailbox's owner, with the roles the mailbox has at the time of each request.
+    Mailbox(Address),
+}
+
+impl FromStr for TokenPrincipal {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "admin" {
+            return Ok(TokenPrincipal::Admin);
+        }
+        match s.strip_prefix("mailbox:") {
+            Some(addr) => Ok(TokenPrincipal::Mailbox(Address::parse(addr)?)),
+            None => Err(ValidationError::new(format!("unknown principal `{s}`: use `admin` or `mailbox:<address>`"))),
+        }
+    }
+}
+
+impl fmt::Display for TokenPrincipal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenPrincipal::Admin => f.write_str("admin"),
+            TokenPrincipal::Mailbox(addr) => write!(f, "mailbox:{addr}"),
+        }
+    }
+}
+
+/// An API bearer token. Only the SHA-256 of its secret is stored: the secret
+/// has 256 bits of entropy, so a slow hash would add nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    /// The public part of the token (from the `_id`).
+    #[serde(rename = "__key", skip_serializing)]
+    pub id: String,
+    /// Hex SHA-256 of the secret part.
+    pub secret_sha256: String,
+    /// Whom the token acts for.
+    pub principal: TokenPrincipal,
+    /// What the token is for, as its creator said.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub label: String,
+    /// Creation time, seconds since the Unix epoch.
+    pub created: u64,
+}
+
+/// Any document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Document {
+    /// A domain.
+    Domain(Domain),
+    /// A domain alias.
+    DomainAlias(DomainAlias),
+    /// A mailbox.
+    Mailbox(Mailbox),
+    /// An alias or catch-all.
+    Alias(Alias),
+    /// A Sieve script.
+    Sieve(SieveScript),
+    /// An API token.
+    Token(Token),
+}
+
+impl Document {
+    /// Parses and validates a stored document: its `_id` and its body (which
+    /// must carry a matching `type`; `_id` and `_rev` in the body are ignored).
+    pub fn from_stored(id: &str, body: &Map<String, Value>) -> Result<Document, ValidationError> {
+        let (prefix, key) =
+            id.split_once(':').ok_or_else(|| ValidationError::field("_id", "has no `<type>:` prefix"))?;
+        let kind: DocKind = prefix.parse().map_err(|e: ValidationError| ValidationError::field("_id", e.message))?;
+        match body.get("type") {
+            Some(Value::String(t)) if t == kind.as_str() => {}
+            Some(Value::String(t)) => {
+                return Err(ValidationError::field(
+                    "type",
+                    format!("`{t}` does not match the `_id` prefix `{prefix}`"),
+                ));
+            }
+            Some(_) => return Err(ValidationError::field("type", "must be a string")),
+            None => return Err(ValidationError::field("type", "is missing")),
+        }
+        // The key lives in the `_id` only; it is checked for normal form here
+        // and handed to serde as a hidden field so each type is built whole.
+        let mut body = body.clone();
+        let key_field = |value: String| Value::String(value);
+        let doc = match kind {
+            DocKind::Domain => {
+                body.insert(KEY.to_owned(), key_field(normal_key(id, key, DomainName::parse)?.to_string()));
+                Document::Domain(parse_body(body)?)
+            }
+            DocKind::DomainAlias => {
+                body.insert(KEY.to_owned(), key_field(normal_key(id, key, DomainName::parse)?.to_string()));
+                Document::DomainAlias(parse_body(body)?)
+            }
+            DocKind::Mailbox => {
+                body.insert(KEY.to_owned(), key_field(normal_key(id, key, Address::parse)?.to_string()));
+                Document::Mailbox(parse_body(body)?)
+            }
+            DocKind::Alias => {
+                body.insert(KEY.to_owned(), key_field(normal_key(id, key, AliasKey::parse)?.to_string()));
+                Document::Alias(parse_body(body)?)
+            }
+            DocKind::Sieve => {
+                let (owner, name) = key
+                    .split_once(':')
+                    .ok_or_else(|| ValidationError::field("_id", "must be `sieve:<address>:<name>`"))?;
+                let owner = normal_key(id, owner, Address::parse)?;
+                let name = SieveName::parse(name).map_err(|e| ValidationError::field("_id", e.message))?;
+                body.insert(KEY.to_owned(), key_field(owner.to_string()));
+                body.insert(NAME.to_owned(), key_field(name.to_string()));
+                Document::Sieve(parse_body(body)?)
+            }
+            DocKind::Token => {
+                body.insert(KEY.to_owned(), key_field(key.to_owned()));
+                Document::Token(parse_body(body)?)
+            }
+        };
+        doc.validate()?;
+        Ok(doc)
+    }
+
+    /// The kind of document.
+    pub fn kind(&self) -> DocKind {
+        match self {
+            Document::Domain(_) => DocKind::Domain,
+            Document::DomainAlias(_) => DocKind::DomainAlias,
+            Document::Mailbox(_) => DocKind::Mailbox,
+            Document::Alias(_) => DocKind::Alias,
+            Document::Sieve(_) => DocKind::Sieve,
+            Document::Token(_) => DocKind::Token,
+        }
+    }
+
+    /// The `_id`.
+    pub fn id(&self) -> String {
+        match self {
+            Document::Domain(d) => DocKind::Domain.id(&d.name),
+            Document::DomainAlias(d) => DocKind::DomainAlias.id(&d.name),
+            Document::Mailbox(m) => DocKind::Mailbox.id(&m.address),
+            Document::Alias(a) => DocKind::Alias.id(&a.key),
+            Document::Sieve(s) => DocKind::Sieve.id(format_args!("{}:{}", s.owner, s.name)),
+            Document::Token(t) => DocKind::Token.id(&t.id),
+        }
+    }
+
+    /// The body to store: the fields and `type`, without `_id` and `_rev`.
+    pub fn to_body(&self) -> Map<String, Value> {
+        let value = match self {
+            Document::Domain(d) => serde_json::to_value(d),
+            Document::DomainAlias(d) => serde_json::to_value(d),
+            Document::Mailbox(m) => serde_json::to_value(m),
+            Document::Alias(a) => serde_json::to_value(a),
+            Document::Sieve(s) => serde_json::to_value(s),
+            Document::Token(t) => serde_json::to_value(t),
+        };
+        // Serialising these plain structs into a Value cannot fail: every
+        // field is a string, number, bool or list of those.
+        let mut body = match value {
+            Ok(Value::Object(map)) => map,
+            _ => unreachable!("documents serialise to JSON objects"),
+        };
+        body.insert("type".to_owned(), Value::String(self.kind().as_str().to_owned()));
+        body
+    }
+
+    /// Checks the rules that concern this document alone.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        match self {
+            Document::Domain(d) => {
+                if let Some(quota) = d.quota_default {
+                    check_quota(quota).map_err(|e| e.at("quota_default"))?;
+                }
+                if d.max_mailboxes == Some(0) {
+                    return Err(ValidationError::field("max_mailboxes", "must be at least 1"));
+                }
+            }
+            Document::DomainAlias(d) => {
+                if d.target == d.name {
+                    return Err(ValidationError::field("target", "a domain cannot be an alias of itself"));
+                }
+            }
+            Document::Mailbox(m) => {
+                if m.name.chars().count() > MAX_DISPLAY_NAME_CHARS {
+                    return Err(ValidationError::field(
+                        "name",
+                        format!("is longer than {MAX_DISPLAY_NAME_CHARS} characters"),
+                    ));
+                }
+                if m.name.chars().any(char::is_control) {
+                    return Err(ValidationError::field("name", "may not contain control characters"));
+                }
+                if let Some(quota) = m.quota_bytes {
+                    check_quota(quota).map_err(|e| e.at("quota_bytes"))?;
+                }
+                for (role_idx, role) in m.roles.iter().enumerate() {
+                    if m.roles[..role_idx].contains(role) {
+                        return Err(ValidationError::field(
+                            format!("roles[{role_idx}]"),
+                            format!("`{role}` is listed twice"),
+                        ));
+                    }
+                }
+            }
+            Document::Alias(a) => {
+                if a.targets.is_empty() {
+                    return Err(ValidationError::field("targets", "an alias needs at least one target"));
+                }
+                if a.targets.len() > MAX_ALIAS_TARGETS {
+                    return Err(ValidationError::field("targets", format!("more than {MAX_ALIAS_TARGETS} targets")));
+                }
+                for (target_idx, target) in a.targets.iter().enumerate() {
+                    if a.targets[..target_idx].contains(target) {
+                        return Err(ValidationError::field(
+                            format!("targets[{target_idx}]"),
+                            format!("`{target}` is listed twice"),
+                        ));
+                    }
+                    if AliasKey::Address(target.clone()) == a.key {
+                        return Err(ValidationError::field(
+                            format!("targets[{target_idx}]"),
+                            "an alias cannot point at itself",
+                        ));
+                    }
+                }
+            }
+            Document::Sieve(s) => {
+                if s.script.len() > MAX_SIEVE_SCRIPT_BYTES {
+                    return Err(ValidationError::field(
+                        "script",
+                        format!("is larger than {MAX_SIEVE_SCRIPT_BYTES} bytes"),
+                    ));
+                }
+                if s.script.contains('\0') {
+                    return Err(ValidationError::field("script", "may not contain NUL"));
+                }
+            }
+            Document::Token(t) => {
+                if t.id.is_empty() || t.id.len() > 64 || !t.id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    return Err(ValidationError::field("_id", "a token id is 1 to 64 letters and digits"));
+                }
+                if t.secret_sha256.len() != 64 || !t.secret_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(ValidationError::field("secret_sha256", "must be 64 hex digits"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Hidden body fields that carry the `_id`'s key into deserialisation.
+const KEY: &str = "__key";
+const NAME: &str = "__name";
+
+fn yes() -> bool {
+    true
+}
+
+fn check_quota(quota: u64) -> Result<(), ValidationError> {
+    if !(MIN_QUOTA_BYTES..=MAX_QUOTA_BYTES).contains(&quota) {
+        return Err(ValidationError::new(format!(
+            "must be between {MIN_QUOTA_BYTES} (1 MiB) and {MAX_QUOTA_BYTES} (1 PiB) bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses a document body, naming the field at fault.
+fn parse_body<T: DeserializeOwned>(body: Map<String, Value>) -> Result<T, ValidationError> {
+    let value = Value::Object(body);
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = match err.path().to_string() {
+            // An error in the hidden key fields is an error in the `_id`.
+            path if path == KEY || path == NAME => "_id".to_owned(),
+            path => path,
+        };
+        let message = err.into_inner().to_string();
+        if path == "." { ValidationError::new(message) } else { ValidationError::field(path, message) }
+    })
+}
+
+/// Parses the key part of an `_id`, which must already be in normal form.
+fn normal_key<T: fmt::Display>(
+    id: &str,
+    key: &str,
+    parse: impl Fn(&str) -> Result<T, ValidationError>,
+) -> Result<T, ValidationError> {
+    let parsed = parse(key).map_err(|e| ValidationError::field("_id", e.message))?;
+    let normal = parsed.to_string();
+    if normal != key {
+        let prefix = id.split_once(':').map_or("", |(prefix, _)| prefix);
+        return Err(ValidationError::field("_id", format!("is not in normal form; write `{prefix}:{normal}`")));
+    }
+    Ok(parsed)
+}
+
+macro_rules! string_serde {
+    ($ty:ty) => {
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(deserializer)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+string_serde!(Role);
+string_serde!(SieveName);
+string_serde!(TokenPrincipal);

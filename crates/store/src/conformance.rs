@@ -1,0 +1,1 @@
+//! The conformance suite: written once, run against every backend.
