@@ -1,0 +1,56 @@
+//! Valid documents built with few words, for tests.
+//!
+//! Each function panics on an invalid argument: fixtures are written by
+//! tests, and a typo there should stop the test at once.
+
+use couchmail_model::{
+    Address, Alias, AliasKey, Document, Domain, DomainAlias, DomainName, Mailbox, SieveName, SieveScript,
+};
+
+/// Parses a domain name.
+pub fn domain_name(name: &str) -> DomainName {
+    name.parse().unwrap_or_else(|e| panic!("fixture domain `{name}`: {e}"))
+}
+
+/// Parses an address.
+pub fn address(addr: &str) -> Address {
+    addr.parse().unwrap_or_else(|e| panic!("fixture address `{addr}`: {e}"))
+}
+
+/// An active domain with no limits.
+pub fn domain(name: &str) -> Document {
+    Document::Domain(Domain { name: domain_name(name), active: true, quota_default: None, max_mailboxes: None })
+}
+
+/// `name` as an alias of domain `target`.
+pub fn domain_alias(name: &str, target: &str) -> Document {
+    Document::DomainAlias(DomainAlias { name: domain_name(name), target: domain_name(target) })
+}
+
+/// An active mailbox without a password.
+pub fn mailbox(addr: &str) -> Document {
+    Document::Mailbox(Mailbox {
+        address: address(addr),
+        name: String::new(),
+        password: None,
+        active: true,
+        quota_bytes: None,
+        roles: Vec::new(),
+        sieve_active: None,
+    })
+}
+
+/// An active alias (`@domain` for a catch-all) to `targets`.
+pub fn alias(key: &str, targets: &[&str]) -> Document {
+    let key: AliasKey = key.parse().unwrap_or_else(|e| panic!("fixture alias `{key}`: {e}"));
+    Document::Alias(Alias { key, targets: targets.iter().map(|t| address(t)).collect(), active: true })
+}
+
+/// A Sieve script of mailbox `owner`.
+pub fn sieve(owner: &str, name: &str, script: &str) -> Document {
+    Document::Sieve(SieveScript {
+        owner: address(owner),
+        name: SieveName::parse(name).unwrap_or_else(|e| panic!("fixture sieve name `{name}`: {e}")),
+        script: script.to_owned(),
+    })
+}
