@@ -5,7 +5,9 @@
 //! [`ValidationError`] that names the offending field.
 //! It also normalises addresses ([`Address`], [`DomainName`]: lower case,
 //! IDNA A-labels, RFC 5321 lengths) and hashes and verifies passwords
-//! ([`PasswordHash`], written as argon2id in Dovecot's `{ARGON2ID}` form).
+//! ([`PasswordHash`], written as argon2id in Dovecot's `{ARGON2ID}` form),
+//! and makes and checks API bearer tokens ([`Token::generate`],
+//! [`split_bearer`], [`Token::verify_secret`]).
 //!
 //! The crate does no I/O: rules that need other documents (a mailbox needs
 //! its domain, aliases must not loop) live in `couchmail-directory`.
@@ -26,6 +28,7 @@ mod address;
 mod document;
 mod error;
 mod password;
+mod token;
 
 pub use address::{Address, AliasKey, DomainName, MAX_ADDRESS_LEN, MAX_DOMAIN_LEN, MAX_LABEL_LEN, MAX_LOCAL_LEN};
 pub use document::{
@@ -34,3 +37,4 @@ pub use document::{
 };
 pub use error::ValidationError;
 pub use password::{MIN_PASSWORD_CHARS, Password, PasswordHash, PasswordScheme};
+pub use token::{TOKEN_ID_LEN, TOKEN_PREFIX, TOKEN_SECRET_LEN, split_bearer};
