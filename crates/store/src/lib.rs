@@ -30,8 +30,10 @@
 #![deny(missing_docs)]
 
 mod error;
+mod revision;
 mod sqlite;
 mod types;
+mod validate;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
