@@ -363,11 +363,18 @@ impl Document {
                 Document::Alias(parse_body(body)?)
             }
             DocKind::Sieve => {
-                let (owner, name) = key
+                let (owner_text, name_text) = key
                     .split_once(':')
                     .ok_or_else(|| ValidationError::field("_id", "must be `sieve:<address>:<name>`"))?;
-                let owner = normal_key(id, owner, Address::parse)?;
-                let name = SieveName::parse(name).map_err(|e| ValidationError::field("_id", e.message))?;
+                let name = SieveName::parse(name_text).map_err(|e| ValidationError::field("_id", e.message))?;
+                let owner = Address::parse(owner_text).map_err(|e| ValidationError::field("_id", e.message))?;
+                // Not `normal_key`: the normal form to suggest keeps the name.
+                if owner.to_string() != owner_text {
+                    return Err(ValidationError::field(
+                        "_id",
+                        format!("is not in normal form; write `{}`", DocKind::Sieve.id(format_args!("{owner}:{name}"))),
+                    ));
+                }
                 body.insert(KEY.to_owned(), key_field(owner.to_string()));
                 body.insert(NAME.to_owned(), key_field(name.to_string()));
                 Document::Sieve(parse_body(body)?)
@@ -536,7 +543,14 @@ fn parse_body<T: DeserializeOwned>(body: Map<String, Value>) -> Result<T, Valida
             path => path,
         };
         let message = err.into_inner().to_string();
-        if path == "." { ValidationError::new(message) } else { ValidationError::field(path, message) }
+        if path != "." {
+            return ValidationError::field(path, message);
+        }
+        // serde reports a missing field against the whole object; name it.
+        match message.strip_prefix("missing field `").and_then(|rest| rest.strip_suffix('`')) {
+            Some(missing) => ValidationError::field(missing, "is missing"),
+            None => ValidationError::new(message),
+        }
     })
 }
 
@@ -573,3 +587,316 @@ macro_rules! string_serde {
 string_serde!(Role);
 string_serde!(SieveName);
 string_serde!(TokenPrincipal);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// `openssl passwd -5 -salt saltsalt 'correct horse battery'`
+    const SHA256_HASH: &str = "{SHA256-CRYPT}$5$saltsalt$lJBntEo62mus/ovk43htFvkabtoMEkzjosQqenAm4h8";
+
+    fn parse(id: &str, body: Value) -> Result<Document, ValidationError> {
+        let Value::Object(body) = body else { panic!("test bodies are objects") };
+        Document::from_stored(id, &body)
+    }
+
+    /// Parses a document, then checks that storing it and reading it back
+    /// gives the same document and the same `_id`.
+    fn check_round_trip(id: &str, body: Value) -> Document {
+        let doc = parse(id, body).unwrap_or_else(|err| panic!("{id} refused: {err}"));
+        assert_eq!(doc.id(), id);
+        let stored = doc.to_body();
+        assert_eq!(stored.get("type"), Some(&Value::String(doc.kind().as_str().to_owned())));
+        assert!(!stored.contains_key(KEY) && !stored.contains_key(NAME), "hidden fields leaked: {stored:?}");
+        assert_eq!(Document::from_stored(&doc.id(), &stored), Ok(doc.clone()));
+        doc
+    }
+
+    /// Checks that a document is refused, naming `field`.
+    fn check_refused(id: &str, body: Value, field: &str) -> ValidationError {
+        match parse(id, body) {
+            Ok(doc) => panic!("{id} accepted: {doc:?}"),
+            Err(err) => {
+                assert_eq!(err.field, field, "wrong field in `{err}`");
+                err
+            }
+        }
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        check_round_trip("domain:example.com", json!({"type": "domain"}));
+        check_round_trip(
+            "domain:xn--bcher-kva.example",
+            json!({"type": "domain", "active": false, "quota_default": 1_073_741_824u64, "max_mailboxes": 50}),
+        );
+        check_round_trip("domain-alias:example.net", json!({"type": "domain-alias", "target": "example.com"}));
+        check_round_trip("mailbox:alice@example.com", json!({"type": "mailbox"}));
+        check_round_trip(
+            "mailbox:alice@example.com",
+            json!({
+                "type": "mailbox", "name": "Alice Smith", "password": SHA256_HASH, "active": false,
+                "quota_bytes": 1_048_576u64, "roles": ["admin", "domain-admin:example.org"], "sieve_active": "main",
+            }),
+        );
+        check_round_trip("alias:info@example.com", json!({"type": "alias", "targets": ["alice@example.com"]}));
+        check_round_trip(
+            "alias:@example.com",
+            json!({"type": "alias", "targets": ["alice@example.com", "bob@example.org"], "active": false}),
+        );
+        check_round_trip("sieve:alice@example.com:main", json!({"type": "sieve", "script": "keep;"}));
+        check_round_trip("sieve:alice@example.com:vacation: summer", json!({"type": "sieve", "script": ""}));
+        check_round_trip(
+            "token:0123456789abcdef",
+            json!({
+                "type": "token", "secret_sha256": "ab".repeat(32), "principal": "mailbox:alice@example.com",
+                "label": "laptop", "created": 1_700_000_000u64,
+            }),
+        );
+        check_round_trip(
+            "token:0123456789abcdef",
+            json!({"type": "token", "secret_sha256": "ab".repeat(32), "principal": "admin", "created": 0}),
+        );
+    }
+
+    #[test]
+    fn fields_are_typed_and_defaulted() {
+        let Document::Mailbox(mailbox) = check_round_trip(
+            "mailbox:alice@example.com",
+            json!({"type": "mailbox", "password": SHA256_HASH, "roles": ["domain-admin:Example.ORG"]}),
+        ) else {
+            panic!("not a mailbox")
+        };
+        assert_eq!(mailbox.address.to_string(), "alice@example.com");
+        assert!(mailbox.active, "active defaults to true");
+        assert!(mailbox.password.as_ref().is_some_and(|hash| hash.verify("correct horse battery")));
+        assert_eq!(mailbox.roles, [Role::DomainAdmin(DomainName::parse("example.org").unwrap())]);
+
+        let Document::Sieve(sieve) =
+            check_round_trip("sieve:bob@example.com:a:b", json!({"type": "sieve", "script": "keep;"}))
+        else {
+            panic!("not a sieve script")
+        };
+        assert_eq!(sieve.owner.to_string(), "bob@example.com");
+        assert_eq!(sieve.name.as_str(), "a:b");
+    }
+
+    #[test]
+    fn ill_typed_fields_are_named() {
+        check_refused("domain:example.com", json!({"type": "domain", "active": "yes"}), "active");
+        check_refused("domain:example.com", json!({"type": "domain", "quota_default": -1}), "quota_default");
+        check_refused("domain:example.com", json!({"type": "domain", "max_mailboxes": "many"}), "max_mailboxes");
+        check_refused("domain-alias:example.net", json!({"type": "domain-alias", "target": "localhost"}), "target");
+        check_refused("mailbox:alice@example.com", json!({"type": "mailbox", "name": 5}), "name");
+        check_refused("mailbox:alice@example.com", json!({"type": "mailbox", "password": "{PLAIN}secret"}), "password");
+        check_refused("mailbox:alice@example.com", json!({"type": "mailbox", "quota_bytes": "1G"}), "quota_bytes");
+        check_refused("mailbox:alice@example.com", json!({"type": "mailbox", "roles": ["admin", "root"]}), "roles[1]");
+        check_refused("mailbox:alice@example.com", json!({"type": "mailbox", "sieve_active": "a/b"}), "sieve_active");
+        check_refused(
+            "alias:info@example.com",
+            json!({"type": "alias", "targets": ["alice@example.com", "not an address"]}),
+            "targets[1]",
+        );
+        check_refused("alias:info@example.com", json!({"type": "alias", "targets": "alice@example.com"}), "targets");
+        check_refused("sieve:alice@example.com:main", json!({"type": "sieve", "script": ["keep;"]}), "script");
+        check_refused(
+            "token:0123456789abcdef",
+            json!({"type": "token", "secret_sha256": "ab".repeat(32), "principal": "root", "created": 0}),
+            "principal",
+        );
+    }
+
+    #[test]
+    fn missing_required_fields_are_named() {
+        check_refused("domain-alias:example.net", json!({"type": "domain-alias"}), "target");
+        check_refused("alias:info@example.com", json!({"type": "alias"}), "targets");
+        check_refused("sieve:alice@example.com:main", json!({"type": "sieve"}), "script");
+        let err = check_refused(
+            "token:0123456789abcdef",
+            json!({"type": "token", "principal": "admin", "created": 0}),
+            "secret_sha256",
+        );
+        assert_eq!(err.message, "is missing");
+    }
+
+    #[test]
+    fn type_field_must_match_the_id() {
+        let err = check_refused("domain:example.com", json!({"active": true}), "type");
+        assert!(err.message.contains("missing"), "{err}");
+        let err = check_refused("domain:example.com", json!({"type": "mailbox"}), "type");
+        assert!(err.message.contains("domain"), "{err}");
+        check_refused("domain:example.com", json!({"type": 1}), "type");
+        let err = check_refused("user:alice@example.com", json!({"type": "user"}), "_id");
+        assert!(err.message.contains("unknown document type `user`"), "{err}");
+        check_refused("example.com", json!({"type": "domain"}), "_id");
+        check_refused("", json!({"type": "domain"}), "_id");
+    }
+
+    #[test]
+    fn ids_must_be_in_normal_form() {
+        let err = check_refused("mailbox:Alice@Example.com", json!({"type": "mailbox"}), "_id");
+        assert!(err.message.contains("write `mailbox:alice@example.com`"), "{err}");
+        let err = check_refused("domain:Bücher.example", json!({"type": "domain"}), "_id");
+        assert!(err.message.contains("write `domain:xn--bcher-kva.example`"), "{err}");
+        let err = check_refused("alias:@Example.com", json!({"type": "alias", "targets": ["a@example.com"]}), "_id");
+        assert!(err.message.contains("write `alias:@example.com`"), "{err}");
+        let err = check_refused("sieve:Alice@example.com:main", json!({"type": "sieve", "script": ""}), "_id");
+        assert!(err.message.contains("write `sieve:alice@example.com:main`"), "{err}");
+        check_refused("domain-alias:EXAMPLE.net", json!({"type": "domain-alias", "target": "example.com"}), "_id");
+
+        check_refused("mailbox:alice", json!({"type": "mailbox"}), "_id");
+        check_refused("domain:localhost", json!({"type": "domain"}), "_id");
+        check_refused("sieve:alice@example.com", json!({"type": "sieve", "script": ""}), "_id");
+        check_refused("sieve:alice@example.com:", json!({"type": "sieve", "script": ""}), "_id");
+        check_refused("sieve:alice@example.com:a/b", json!({"type": "sieve", "script": ""}), "_id");
+        check_refused(
+            "token:not-alnum",
+            json!({"type": "token", "secret_sha256": "ab".repeat(32), "principal": "admin", "created": 0}),
+            "_id",
+        );
+    }
+
+    #[test]
+    fn unknown_and_reserved_body_fields_are_ignored() {
+        let doc = check_round_trip(
+            "domain:example.com",
+            json!({"type": "domain", "future_field": {"x": 1}, "_id": "domain:other.com", "_rev": "1-abc"}),
+        );
+        assert_eq!(doc.id(), "domain:example.com");
+        // A hidden key field written into the body cannot override the `_id`.
+        let doc =
+            parse("mailbox:alice@example.com", json!({"type": "mailbox", "__key": "mallory@example.com"})).unwrap();
+        assert_eq!(doc.id(), "mailbox:alice@example.com");
+        let doc = parse(
+            "sieve:alice@example.com:main",
+            json!({"type": "sieve", "script": "", "__key": "mallory@example.com", "__name": "evil"}),
+        )
+        .unwrap();
+        assert_eq!(doc.id(), "sieve:alice@example.com:main");
+    }
+
+    #[test]
+    fn alias_targets_rules() {
+        let err = check_refused(
+            "alias:info@example.com",
+            json!({"type": "alias", "targets": ["alice@example.com", "Info@Example.com"]}),
+            "targets[1]",
+        );
+        assert!(err.message.contains("itself"), "{err}");
+        let err = check_refused(
+            "alias:info@example.com",
+            json!({"type": "alias", "targets": ["alice@example.com", "bob@example.com", "ALICE@example.com"]}),
+            "targets[2]",
+        );
+        assert!(err.message.contains("twice"), "{err}");
+        check_refused("alias:info@example.com", json!({"type": "alias", "targets": []}), "targets");
+        let too_many: Vec<String> = (0..=MAX_ALIAS_TARGETS).map(|n| format!("user{n}@example.org")).collect();
+        check_round_trip("alias:info@example.com", json!({"type": "alias", "targets": too_many[1..]}));
+        check_refused("alias:info@example.com", json!({"type": "alias", "targets": too_many}), "targets");
+        // A catch-all may forward to an address of its own domain.
+        check_round_trip("alias:@example.com", json!({"type": "alias", "targets": ["postmaster@example.com"]}));
+    }
+
+    #[test]
+    fn domain_alias_cannot_target_itself() {
+        check_refused("domain-alias:example.net", json!({"type": "domain-alias", "target": "Example.NET"}), "target");
+    }
+
+    #[test]
+    fn quota_bounds() {
+        for (quota, ok) in [
+            (0, false),
+            (MIN_QUOTA_BYTES - 1, false),
+            (MIN_QUOTA_BYTES, true),
+            (MAX_QUOTA_BYTES, true),
+            (MAX_QUOTA_BYTES + 1, false),
+            (u64::MAX, false),
+        ] {
+            let domain = parse("domain:example.com", json!({"type": "domain", "quota_default": quota}));
+            let mailbox = parse("mailbox:alice@example.com", json!({"type": "mailbox", "quota_bytes": quota}));
+            if ok {
+                assert!(domain.is_ok() && mailbox.is_ok(), "{quota} refused");
+            } else {
+                assert_eq!(domain.unwrap_err().field, "quota_default", "{quota}");
+                assert_eq!(mailbox.unwrap_err().field, "quota_bytes", "{quota}");
+            }
+        }
+        check_refused("domain:example.com", json!({"type": "domain", "max_mailboxes": 0}), "max_mailboxes");
+        check_round_trip("domain:example.com", json!({"type": "domain", "max_mailboxes": 1}));
+    }
+
+    #[test]
+    fn mailbox_rules() {
+        let longest = "é".repeat(MAX_DISPLAY_NAME_CHARS);
+        check_round_trip("mailbox:alice@example.com", json!({"type": "mailbox", "name": longest}));
+        let too_long = "é".repeat(MAX_DISPLAY_NAME_CHARS + 1);
+        check_refused("mailbox:alice@example.com", json!({"type": "mailbox", "name": too_long}), "name");
+        check_refused("mailbox:alice@example.com", json!({"type": "mailbox", "name": "Alice\nSmith"}), "name");
+        check_refused("mailbox:alice@example.com", json!({"type": "mailbox", "roles": ["admin", "admin"]}), "roles[1]");
+        check_refused(
+            "mailbox:alice@example.com",
+            json!({"type": "mailbox", "roles": ["domain-admin:example.org", "domain-admin:EXAMPLE.org"]}),
+            "roles[1]",
+        );
+    }
+
+    #[test]
+    fn sieve_rules() {
+        let largest = "#".repeat(MAX_SIEVE_SCRIPT_BYTES);
+        check_round_trip("sieve:alice@example.com:main", json!({"type": "sieve", "script": largest}));
+        let too_large = "#".repeat(MAX_SIEVE_SCRIPT_BYTES + 1);
+        check_refused("sieve:alice@example.com:main", json!({"type": "sieve", "script": too_large}), "script");
+        check_refused("sieve:alice@example.com:main", json!({"type": "sieve", "script": "keep;\0"}), "script");
+        for bad in ["", " main", "main ", "a/b", "tab\there", &"n".repeat(129)] {
+            assert!(SieveName::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(SieveName::parse(&"n".repeat(128)).is_ok());
+        assert!(SieveName::parse("Vacation ☀").is_ok());
+
+        let script = |text: &str| SieveScript {
+            owner: Address::parse("alice@example.com").unwrap(),
+            name: SieveName::parse("main").unwrap(),
+            script: text.to_owned(),
+        };
+        assert_eq!(script("keep;").content_id(), script("keep;").content_id());
+        assert_ne!(script("keep;").content_id(), script("discard;").content_id());
+        // `printf %s 'keep;' | sha256sum`
+        assert_eq!(script("keep;").content_id(), "b417a17598906ccac858842b18641400c875995a9c052e7bda50b4c802456956");
+    }
+
+    #[test]
+    fn token_rules() {
+        let body = |hash: String| json!({"type": "token", "secret_sha256": hash, "principal": "admin", "created": 0});
+        check_refused("token:0123456789abcdef", body("ab".repeat(31)), "secret_sha256");
+        check_refused("token:0123456789abcdef", body("zz".repeat(32)), "secret_sha256");
+        check_refused(&format!("token:{}", "a".repeat(65)), body("ab".repeat(32)), "_id");
+        check_refused("token:", body("ab".repeat(32)), "_id");
+        check_round_trip(&format!("token:{}", "a".repeat(64)), body("ab".repeat(32)));
+    }
+
+    #[test]
+    fn doc_kinds() {
+        for kind in DocKind::ALL {
+            assert_eq!(kind.as_str().parse::<DocKind>(), Ok(kind));
+            assert_eq!(kind.id_prefix(), format!("{kind}:"));
+            assert_eq!(kind.id("x"), format!("{kind}:x"));
+        }
+        assert_eq!("Domain".parse::<DocKind>().unwrap_err().field, "type");
+    }
+
+    #[test]
+    fn roles_and_principals_parse_and_print() {
+        for text in ["admin", "domain-admin:example.com"] {
+            assert_eq!(text.parse::<Role>().unwrap().to_string(), text);
+        }
+        assert!("domain-admin:".parse::<Role>().is_err());
+        assert!("owner".parse::<Role>().is_err());
+        for text in ["admin", "mailbox:alice@example.com"] {
+            assert_eq!(text.parse::<TokenPrincipal>().unwrap().to_string(), text);
+        }
+        assert!("mailbox:".parse::<TokenPrincipal>().is_err());
+        assert!("domain:example.com".parse::<TokenPrincipal>().is_err());
+    }
+}
