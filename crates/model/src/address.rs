@@ -269,6 +269,7 @@ string_serde!(Address);
 string_serde!(AliasKey);
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly on an unexpected error")]
 mod tests {
     use super::*;
 

@@ -589,6 +589,7 @@ string_serde!(SieveName);
 string_serde!(TokenPrincipal);
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly on an unexpected error")]
 mod tests {
     use serde_json::json;
 

@@ -304,6 +304,7 @@ impl<'de> Deserialize<'de> for PasswordHash {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly on an unexpected error")]
 mod tests {
     use super::*;
 

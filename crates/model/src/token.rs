@@ -63,6 +63,7 @@ fn sha256_hex(secret: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly on an unexpected error")]
 mod tests {
     use super::*;
     use crate::{Address, Document};
