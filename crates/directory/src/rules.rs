@@ -417,17 +417,35 @@ impl World<'_> {
                         plan.removals.push(entry);
                     }
                 }
-                for entry in self.scan(DocKind::Alias).await? {
-                    if matches!(&entry.doc, Document::Alias(a) if a.key.domain() == name) {
-                        plan.removals.push(entry);
+                let mut gone_domains = vec![name.clone()];
+                let mut domain_aliases = Vec::new();
+                for entry in self.scan(DocKind::DomainAlias).await? {
+                    if let Document::DomainAlias(a) = &entry.doc {
+                        if &a.target == name {
+                            gone_domains.push(a.name.clone());
+                            domain_aliases.push(entry);
+                        }
                     }
+                }
+                // Aliases of the domain go; aliases elsewhere lose the targets that
+                // pointed into it (or through one of its alias domains).
+                for entry in self.scan(DocKind::Alias).await? {
+                    let Document::Alias(mut alias) = entry.doc else { continue };
+                    if alias.key.domain() == name {
+                        plan.removals.push(Entry { doc: Document::Alias(alias), rev: entry.rev });
+                        continue;
+                    }
+                    let n_targets = alias.targets.len();
+                    alias.targets.retain(|t| !gone_domains.contains(t.domain()));
+                    if alias.targets.len() == n_targets {
+                        continue;
+                    }
+                    let emptied = alias.targets.is_empty();
+                    let edited = Entry { doc: Document::Alias(alias), rev: entry.rev };
+                    if emptied { plan.removals.push(edited) } else { plan.edits.push(edited) }
                 }
                 plan.removals.extend(mailboxes);
-                for entry in self.scan(DocKind::DomainAlias).await? {
-                    if matches!(&entry.doc, Document::DomainAlias(a) if &a.target == name) {
-                        plan.removals.push(entry);
-                    }
-                }
+                plan.removals.extend(domain_aliases);
             }
             Document::Mailbox(mailbox) => {
                 let addr = &mailbox.address;
