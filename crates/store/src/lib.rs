@@ -38,6 +38,7 @@ mod validate;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -85,4 +86,33 @@ pub trait Store: Send + Sync + 'static {
 
     /// A short description for logs and `couchmail status`, without secrets.
     fn describe(&self) -> String;
+}
+
+/// A shared store is a store, so `Arc<SqliteStore>` and `Arc<dyn Store>` can be passed
+/// wherever a `Store` is expected.
+#[async_trait]
+impl<S: Store + ?Sized> Store for Arc<S> {
+    async fn get(&self, id: &str) -> Result<Option<RawDoc>> {
+        (**self).get(id).await
+    }
+
+    async fn put(&self, id: &str, rev: Option<&Rev>, body: &Body) -> Result<Rev> {
+        (**self).put(id, rev, body).await
+    }
+
+    async fn delete(&self, id: &str, rev: &Rev) -> Result<Rev> {
+        (**self).delete(id, rev).await
+    }
+
+    async fn list(&self, prefix: &str, options: &ListOptions) -> Result<Vec<RawDoc>> {
+        (**self).list(prefix, options).await
+    }
+
+    async fn changes(&self, since: Option<&Seq>, limit: usize, wait: Duration) -> Result<Changes> {
+        (**self).changes(since, limit, wait).await
+    }
+
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
 }
