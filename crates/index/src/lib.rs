@@ -1,1 +1,45 @@
-//! Placeholder.
+//! CouchMail's in-memory index: what the mail daemons ask, answered
+//! without touching the store.
+//!
+//! A [`Snapshot`] is an immutable view built from the store's documents:
+//! domains, alias domains, mailboxes, aliases and catch-alls, Sieve scripts
+//! and API tokens, with the lookups Postfix and Dovecot need
+//! ([`Snapshot::virtual_alias`], [`Snapshot::sender_logins`],
+//! [`Snapshot::active_sieve`], …).
+//! The [`Index`] holds the current snapshot for every server to share; the
+//! follower ([`follow`]) reads the store's changes feed, applies each batch
+//! to a copy of the snapshot (persistent maps: O(1) to copy, O(log n) to
+//! change) and swaps it in atomically.
+//! Until the feed has been drained once the snapshot is not ready, and the
+//! daemons answer with a temporary failure (DESIGN.md §1).
+//!
+//! A document that fails validation (someone wrote to the store directly)
+//! is skipped and logged; its last valid version stays in the index, so a
+//! bad edit cannot take a working mailbox away.
+//!
+//! ```
+//! use couchmail_index::Snapshot;
+//! use couchmail_model::Document;
+//!
+//! let doc = |id: &str, body: serde_json::Value| Document::from_stored(id, body.as_object().unwrap()).unwrap();
+//! let snapshot = Snapshot::from_documents([
+//!     doc("domain:example.com", serde_json::json!({ "type": "domain" })),
+//!     doc("mailbox:alice@example.com", serde_json::json!({ "type": "mailbox" })),
+//!     doc("alias:@example.com", serde_json::json!({ "type": "alias", "targets": ["alice@example.com"] })),
+//! ]);
+//! // A mailbox maps to itself, so the catch-all does not swallow it.
+//! assert_eq!(snapshot.virtual_alias("alice@example.com"), Some(vec!["alice@example.com".to_owned()]));
+//! assert_eq!(snapshot.virtual_alias("@example.com"), Some(vec!["alice@example.com".to_owned()]));
+//! assert_eq!(snapshot.sender_logins("alice@example.com"), ["alice@example.com"]);
+//! ```
+#![deny(missing_docs)]
+
+mod entry;
+mod follow;
+mod index;
+mod snapshot;
+
+pub use entry::{AliasDomainEntry, AliasEntry, DomainEntry, MailboxEntry, SieveEntry};
+pub use follow::{FollowConfig, follow, follow_with};
+pub use index::{Health, Index, RECENT_SKIPPED_CAPACITY};
+pub use snapshot::{Counts, MAX_ALIAS_DEPTH, MAX_ALIAS_VISITS, SkippedDocument, Snapshot};

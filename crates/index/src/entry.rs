@@ -1,0 +1,474 @@
+//! What the snapshot keeps of each document, and the persistent tables that hold it.
+//!
+//! Entries keep only what the daemons and the API ask for, in compact form:
+//! boxed strings rather than `String`s (no spare capacity), alias targets
+//! joined by commas (the form Postfix answers in; `,` is not `atext`, so it
+//! never occurs in an address), and no display names.
+//! Each entry sits behind one `Arc`, so that copying a table node when a
+//! snapshot is updated copies pointers, never strings.
+
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use couchmail_model::{Alias, AliasKey, Domain, DomainAlias, Mailbox, Role, SieveScript, Token};
+
+/// A real domain we serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainEntry {
+    name: Box<str>,
+    active: bool,
+    quota_default: Option<u64>,
+    max_mailboxes: Option<u32>,
+}
+
+impl DomainEntry {
+    pub(crate) fn from_document(domain: &Domain) -> DomainEntry {
+        DomainEntry {
+            name: domain.name.as_str().into(),
+            active: domain.active,
+            quota_default: domain.quota_default,
+            max_mailboxes: domain.max_mailboxes,
+        }
+    }
+
+    /// The domain in normal (A-label) form.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the domain receives mail and its users may log in.
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Quota in bytes of a mailbox that names none.
+    pub fn quota_default(&self) -> Option<u64> {
+        self.quota_default
+    }
+
+    /// Most mailboxes the domain may hold.
+    pub fn max_mailboxes(&self) -> Option<u32> {
+        self.max_mailboxes
+    }
+}
+
+/// Another name of a real domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasDomainEntry {
+    name: Box<str>,
+    target: Box<str>,
+}
+
+impl AliasDomainEntry {
+    pub(crate) fn from_document(alias: &DomainAlias) -> AliasDomainEntry {
+        AliasDomainEntry { name: alias.name.as_str().into(), target: alias.target.as_str().into() }
+    }
+
+    /// The alias domain.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The real domain it stands for.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+}
+
+/// A mailbox: the login and delivery facts about one address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxEntry {
+    address: Box<str>,
+    password: Option<Box<str>>,
+    active: bool,
+    quota_bytes: Option<u64>,
+    roles: Box<[Role]>,
+    sieve_active: Option<Box<str>>,
+}
+
+impl MailboxEntry {
+    pub(crate) fn from_document(mailbox: &Mailbox) -> MailboxEntry {
+        MailboxEntry {
+            address: mailbox.address.to_string().into_boxed_str(),
+            password: mailbox.password.as_ref().map(|hash| hash.as_str().into()),
+            active: mailbox.active,
+            quota_bytes: mailbox.quota_bytes,
+            roles: mailbox.roles.clone().into_boxed_slice(),
+            sieve_active: mailbox.sieve_active.as_ref().map(|name| name.as_str().into()),
+        }
+    }
+
+    /// The address, which is also the login.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The domain part of the address.
+    pub fn domain(&self) -> &str {
+        domain_of(&self.address).unwrap_or_default()
+    }
+
+    /// The password hash in Dovecot's `{SCHEME}hash` form; `None` until a
+    /// password is set (no login works then).
+    pub fn password_hash(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// Whether the mailbox itself is active (see also its domain's flag).
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// The mailbox's own quota in bytes; `None` takes the domain's default.
+    pub fn quota_bytes(&self) -> Option<u64> {
+        self.quota_bytes
+    }
+
+    /// What else the owner may manage.
+    pub fn roles(&self) -> &[Role] {
+        &self.roles
+    }
+
+    /// The name of the Sieve script that runs at delivery.
+    pub fn sieve_active(&self) -> Option<&str> {
+        self.sieve_active.as_deref()
+    }
+}
+
+/// An alias (`info@example.com`) or a domain's catch-all (`@example.com`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasEntry {
+    key: Box<str>,
+    targets: Box<str>,
+    active: bool,
+}
+
+impl AliasEntry {
+    pub(crate) fn from_document(alias: &Alias) -> AliasEntry {
+        let mut targets = String::new();
+        for (target_idx, target) in alias.targets.iter().enumerate() {
+            if target_idx > 0 {
+                targets.push(',');
+            }
+            targets.push_str(&target.to_string());
+        }
+        let key = match &alias.key {
+            AliasKey::Address(address) => address.to_string(),
+            AliasKey::CatchAll(domain) => format!("@{domain}"),
+        };
+        AliasEntry { key: key.into_boxed_str(), targets: targets.into_boxed_str(), active: alias.active }
+    }
+
+    /// `local@domain`, or `@domain` for a catch-all.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Whether this is a domain's catch-all.
+    pub fn is_catch_all(&self) -> bool {
+        self.key.starts_with('@')
+    }
+
+    /// The domain the alias belongs to.
+    pub fn domain(&self) -> &str {
+        domain_of(&self.key).unwrap_or_default()
+    }
+
+    /// Where mail goes, in the order the document lists them.
+    pub fn targets(&self) -> impl Iterator<Item = &str> + '_ {
+        self.targets.split(',').filter(|target| !target.is_empty())
+    }
+
+    /// The targets joined by commas, as Postfix wants a multi-address answer.
+    pub fn targets_joined(&self) -> &str {
+        &self.targets
+    }
+
+    /// An inactive alias is as if it did not exist.
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+}
+
+/// A Sieve script of one mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SieveEntry {
+    /// `owner:name`, the key part of the `_id`; the owner never contains `:`.
+    key: Box<str>,
+    owner_len: usize,
+    content_id: Box<str>,
+    script: Box<str>,
+}
+
+impl SieveEntry {
+    pub(crate) fn from_document(sieve: &SieveScript) -> SieveEntry {
+        let owner = sieve.owner.to_string();
+        SieveEntry {
+            key: format!("{owner}:{}", sieve.name).into_boxed_str(),
+            owner_len: owner.len(),
+            content_id: sieve.content_id().into_boxed_str(),
+            script: sieve.script.as_str().into(),
+        }
+    }
+
+    /// The mailbox the script belongs to.
+    pub fn owner(&self) -> &str {
+        &self.key[..self.owner_len]
+    }
+
+    /// The script's name, unique per mailbox.
+    pub fn name(&self) -> &str {
+        &self.key[self.owner_len + 1..]
+    }
+
+    /// The id Pigeonhole compiles by: it changes exactly when the content does.
+    pub fn content_id(&self) -> &str {
+        &self.content_id
+    }
+
+    /// The Sieve source.
+    pub fn script(&self) -> &str {
+        &self.script
+    }
+}
+
+/// The domain part of `local@domain` or `@domain`.
+pub(crate) fn domain_of(address: &str) -> Option<&str> {
+    address.rsplit_once('@').map(|(_, domain)| domain)
+}
+
+/// An entry that a table can find by a string key.
+pub(crate) trait Keyed {
+    fn key(&self) -> &str;
+}
+
+impl Keyed for DomainEntry {
+    fn key(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Keyed for AliasDomainEntry {
+    fn key(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Keyed for MailboxEntry {
+    fn key(&self) -> &str {
+        &self.address
+    }
+}
+
+impl Keyed for AliasEntry {
+    fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl Keyed for SieveEntry {
+    fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl Keyed for Token {
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
+/// An entry in a table, compared, ordered and hashed as its key alone.
+///
+/// Keeping the key inside the entry (rather than beside it as a map key)
+/// stores each address once, and `Borrow<str>` lets a lookup by `&str`
+/// go without allocating.
+pub(crate) struct ByKey<T>(Arc<T>);
+
+impl<T> Clone for ByKey<T> {
+    fn clone(&self) -> Self {
+        ByKey(Arc::clone(&self.0))
+    }
+}
+
+impl<T: Keyed> Borrow<str> for ByKey<T> {
+    fn borrow(&self) -> &str {
+        self.0.key()
+    }
+}
+
+impl<T: Keyed> PartialEq for ByKey<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key() == other.0.key()
+    }
+}
+
+impl<T: Keyed> Eq for ByKey<T> {}
+
+impl<T: Keyed> Hash for ByKey<T> {
+    // Hashes exactly as the `str` key does, as `Borrow` requires.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.key().hash(state);
+    }
+}
+
+impl<T: Keyed> PartialOrd for ByKey<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<T: Keyed> Ord for ByKey<T> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.key().cmp(other.0.key())
+    }
+}
+
+/// A persistent set of entries found by key: cloning is O(1), an insert or
+/// removal O(log n) and copies only the nodes on its path.
+///
+/// A hash array mapped trie: a lookup hashes the key once and follows a few
+/// nodes, comparing one stored key at the end.
+pub(crate) struct Table<T> {
+    entries: imbl::HashMap<ByKey<T>, ()>,
+}
+
+impl<T> Clone for Table<T> {
+    fn clone(&self) -> Self {
+        Table { entries: self.entries.clone() }
+    }
+}
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Table { entries: imbl::HashMap::default() }
+    }
+}
+
+impl<T: Keyed> Table<T> {
+    pub(crate) fn get(&self, key: &str) -> Option<&T> {
+        self.entries.get_key_value(key).map(|(entry, ())| &*entry.0)
+    }
+
+    /// Inserts `entry`, replacing the one with the same key.
+    pub(crate) fn insert(&mut self, entry: T) {
+        self.entries.insert(ByKey(Arc::new(entry)), ());
+    }
+
+    pub(crate) fn remove(&mut self, key: &str) -> bool {
+        self.entries.remove(key).is_some()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Every entry, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> + '_ {
+        self.entries.keys().map(|entry| &*entry.0)
+    }
+}
+
+/// A persistent set of entries in key order, for tables read by key prefix.
+pub(crate) struct OrderedTable<T> {
+    entries: imbl::OrdSet<ByKey<T>>,
+}
+
+impl<T> Clone for OrderedTable<T> {
+    fn clone(&self) -> Self {
+        OrderedTable { entries: self.entries.clone() }
+    }
+}
+
+impl<T> Default for OrderedTable<T> {
+    fn default() -> Self {
+        OrderedTable { entries: imbl::OrdSet::default() }
+    }
+}
+
+impl<T: Keyed> OrderedTable<T> {
+    pub(crate) fn get(&self, key: &str) -> Option<&T> {
+        self.entries.get(key).map(|entry| &*entry.0)
+    }
+
+    /// Inserts `entry`, replacing the one with the same key.
+    pub(crate) fn insert(&mut self, entry: T) {
+        self.entries.insert(ByKey(Arc::new(entry)));
+    }
+
+    pub(crate) fn remove(&mut self, key: &str) -> bool {
+        self.entries.remove(key).is_some()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The entries whose key starts with `prefix`, in key order.
+    pub(crate) fn with_prefix(&self, prefix: String) -> impl Iterator<Item = &T> + '_ {
+        // The range iterator keeps no borrow of its bounds, so `prefix` can move into the filter.
+        let entries = self.entries.range::<_, str>((Bound::Included(prefix.as_str()), Bound::Unbounded));
+        entries.map(|entry| &*entry.0).take_while(move |entry| entry.key().starts_with(&prefix))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly on an unexpected error")]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    struct Item {
+        key: &'static str,
+        value: u32,
+    }
+
+    impl Keyed for Item {
+        fn key(&self) -> &str {
+            self.key
+        }
+    }
+
+    #[test]
+    fn table_insert_replaces_the_whole_entry() {
+        let mut table = Table::default();
+        table.insert(Item { key: "a@example.com", value: 1 });
+        let before = table.clone();
+        table.insert(Item { key: "a@example.com", value: 2 });
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.get("a@example.com").map(|item| item.value), Some(2));
+        // The clone taken before is a snapshot and does not see the update.
+        assert_eq!(before.get("a@example.com").map(|item| item.value), Some(1));
+        assert!(table.remove("a@example.com"));
+        assert!(!table.remove("a@example.com"));
+        assert!(table.get("a@example.com").is_none());
+    }
+
+    #[test]
+    fn ordered_table_reads_by_prefix() {
+        let mut table = OrderedTable::default();
+        for (key, value) in [("a@x.com:one", 1), ("a@x.com:two", 2), ("a@x.comm:three", 3), ("b@x.com:four", 4)] {
+            table.insert(Item { key, value });
+        }
+        table.insert(Item { key: "a@x.com:two", value: 22 });
+        let found: Vec<u32> = table.with_prefix("a@x.com:".to_owned()).map(|item| item.value).collect();
+        assert_eq!(found, [1, 22]);
+        assert_eq!(table.with_prefix("c@".to_owned()).count(), 0);
+    }
+
+    #[test]
+    fn alias_targets_round_trip_through_the_joined_form() {
+        let alias = Alias {
+            key: "info@example.com".parse().unwrap(),
+            targets: vec!["a@example.com".parse().unwrap(), "b@example.org".parse().unwrap()],
+            active: true,
+        };
+        let entry = AliasEntry::from_document(&alias);
+        assert_eq!(entry.targets().collect::<Vec<_>>(), ["a@example.com", "b@example.org"]);
+        assert_eq!(entry.targets_joined(), "a@example.com,b@example.org");
+        assert_eq!(entry.domain(), "example.com");
+        assert!(!entry.is_catch_all());
+    }
+}
