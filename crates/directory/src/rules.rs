@@ -45,10 +45,11 @@ pub(crate) async fn write(directory: &Directory, doc: &Document, rev: Option<&Re
             // Aliases whose targets lie in the alias domain now lead elsewhere:
             // make sure none of those chains loops.
             for entry in world.scan(DocKind::Alias).await? {
-                if let Document::Alias(a) = &entry.doc {
-                    if a.active && a.targets.iter().any(|t| t.domain() == &alias.name) {
-                        world.check_alias_loops(&a.key, &a.targets).await?;
-                    }
+                if let Document::Alias(a) = &entry.doc
+                    && a.active
+                    && a.targets.iter().any(|t| t.domain() == &alias.name)
+                {
+                    world.check_alias_loops(&a.key, &a.targets).await?;
                 }
             }
         }
@@ -80,10 +81,10 @@ pub(crate) async fn write(directory: &Directory, doc: &Document, rev: Option<&Re
         }
         Document::Alias(alias) => {
             world.require_domain(alias.key.domain(), "_id").await?;
-            if let AliasKey::Address(addr) = &alias.key {
-                if world.mailbox(addr).await? {
-                    return Err(refused(format!("`{addr}` is a mailbox; an alias may not shadow it")));
-                }
+            if let AliasKey::Address(addr) = &alias.key
+                && world.mailbox(addr).await?
+            {
+                return Err(refused(format!("`{addr}` is a mailbox; an alias may not shadow it")));
             }
             if alias.active {
                 world.check_alias_loops(&alias.key, &alias.targets).await?;
@@ -95,10 +96,10 @@ pub(crate) async fn write(directory: &Directory, doc: &Document, rev: Option<&Re
             }
         }
         Document::Token(token) => {
-            if let TokenPrincipal::Mailbox(addr) = &token.principal {
-                if !world.mailbox(addr).await? {
-                    return Err(refused(format!("there is no mailbox `{addr}` for the token to act for")));
-                }
+            if let TokenPrincipal::Mailbox(addr) = &token.principal
+                && !world.mailbox(addr).await?
+            {
+                return Err(refused(format!("there is no mailbox `{addr}` for the token to act for")));
             }
         }
     }
@@ -114,10 +115,10 @@ pub(crate) async fn remove(
     let Some(entry) = get(directory, id).await? else {
         return Err(Error::new(ErrorKind::NotFound, format!("`{id}` does not exist")));
     };
-    if let Some(rev) = rev {
-        if rev != &entry.rev {
-            return Err(Error::new(ErrorKind::Conflict, format!("`{id}` was changed meanwhile; read it again")));
-        }
+    if let Some(rev) = rev
+        && rev != &entry.rev
+    {
+        return Err(Error::new(ErrorKind::Conflict, format!("`{id}` was changed meanwhile; read it again")));
     }
     let world = World { store: directory.store.as_ref(), pending: None };
     let plan = world.dependents(&entry.doc).await?;
@@ -238,10 +239,10 @@ impl World<'_> {
     /// The document with `id`, typed; a stored document that no longer
     /// validates counts as absent for rule checks (the index skips it too).
     async fn doc(&self, id: &str) -> Result<Option<Document>> {
-        if let Some(pending) = self.pending {
-            if pending.id() == id {
-                return Ok(Some(pending.clone()));
-            }
+        if let Some(pending) = self.pending
+            && pending.id() == id
+        {
+            return Ok(Some(pending.clone()));
         }
         let Some(raw) = self.store.get(id).await? else { return Ok(None) };
         match Document::from_stored(&raw.id, &raw.body) {
@@ -343,10 +344,10 @@ impl World<'_> {
             return Ok(None); // Not ours: it leaves the system.
         }
         let mut candidates = vec![target.clone()];
-        if let Some((base, _extension)) = target.local_part().split_once('+') {
-            if let Ok(base) = Address::parse(&format!("{base}@{}", target.domain())) {
-                candidates.push(base);
-            }
+        if let Some((base, _extension)) = target.local_part().split_once('+')
+            && let Ok(base) = Address::parse(&format!("{base}@{}", target.domain()))
+        {
+            candidates.push(base);
         }
         for candidate in candidates {
             if self.mailbox(&candidate).await? {
@@ -420,11 +421,11 @@ impl World<'_> {
                 let mut gone_domains = vec![name.clone()];
                 let mut domain_aliases = Vec::new();
                 for entry in self.scan(DocKind::DomainAlias).await? {
-                    if let Document::DomainAlias(a) = &entry.doc {
-                        if &a.target == name {
-                            gone_domains.push(a.name.clone());
-                            domain_aliases.push(entry);
-                        }
+                    if let Document::DomainAlias(a) = &entry.doc
+                        && &a.target == name
+                    {
+                        gone_domains.push(a.name.clone());
+                        domain_aliases.push(entry);
                     }
                 }
                 // Aliases of the domain go; aliases elsewhere lose the targets that
@@ -465,13 +466,12 @@ impl World<'_> {
             }
             Document::Sieve(SieveScript { owner, name, .. }) => {
                 let id = DocKind::Mailbox.id(owner);
-                if let Some(raw) = self.store.get(&id).await? {
-                    if let Ok(Document::Mailbox(mut mailbox)) = Document::from_stored(&raw.id, &raw.body) {
-                        if mailbox.sieve_active.as_ref() == Some(name) {
-                            mailbox.sieve_active = None;
-                            plan.edits.push(Entry { doc: Document::Mailbox(mailbox), rev: raw.rev });
-                        }
-                    }
+                if let Some(raw) = self.store.get(&id).await?
+                    && let Ok(Document::Mailbox(mut mailbox)) = Document::from_stored(&raw.id, &raw.body)
+                    && mailbox.sieve_active.as_ref() == Some(name)
+                {
+                    mailbox.sieve_active = None;
+                    plan.edits.push(Entry { doc: Document::Mailbox(mailbox), rev: raw.rev });
                 }
             }
             Document::DomainAlias(_) | Document::Token(_) => {}
