@@ -23,8 +23,9 @@ use crate::{Address, AliasKey, DomainName, PasswordHash, ValidationError};
 pub const MIN_QUOTA_BYTES: u64 = 1 << 20;
 /// Largest quota accepted: 1 PiB.
 pub const MAX_QUOTA_BYTES: u64 = 1 << 50;
-/// Most targets one alias may have.
-pub const MAX_ALIAS_TARGETS: usize = 1000;
+/// Most targets one alias may have: 300 addresses of at most 254 octets fit
+/// in one socketmap reply, which Postfix caps at 100 000 bytes.
+pub const MAX_ALIAS_TARGETS: usize = 300;
 /// Largest Sieve script accepted.
 pub const MAX_SIEVE_SCRIPT_BYTES: usize = 256 * 1024;
 /// Longest display name of a mailbox, in characters.
