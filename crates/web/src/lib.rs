@@ -1,1 +1,121 @@
-//! Placeholder.
+//! CouchMail's REST API: the documents of the directory over HTTP, with
+//! bearer tokens, roles, revisions as ETags and an OpenAPI document.
+//!
+//! [`router`] builds the axum [`Router`](axum::Router) over an [`ApiState`]
+//! (a [`Directory`] for reads and writes, the [`Index`] for health);
+//! [`serve`] runs it on a listener until a shutdown future completes.
+//! Every route is under `/api/v1`; `GET /api/v1/openapi.json` describes them
+//! all (utoipa), and [`ApiDoc`] is that document as a type.
+//!
+//! # Requests served
+//!
+//! | route | methods |
+//! |---|---|
+//! | `/health` | `GET` (no token): `status`, `index_ready`, `last_seq`; 503 until the index is ready |
+//! | `/openapi.json` | `GET` (no token) |
+//! | `/whoami` | `GET`: the token's role, mailbox and domains |
+//! | `/domains`, `/domains/{domain}` | `GET` list, `POST` create; `GET`, `PUT`, `DELETE` (`?cascade=true`) |
+//! | `/domain-aliases`, `/domain-aliases/{name}` | the same |
+//! | `/mailboxes`, `/mailboxes/{address}` | the same; list takes `?domain=` |
+//! | `/mailboxes/{address}/password` | `PUT {"password": "…"}`, hashed argon2id |
+//! | `/mailboxes/{address}/sieve`, `…/sieve/{name}` | `GET` list, `POST` create; `GET`, `PUT`, `DELETE` |
+//! | `/aliases`, `/aliases/{key}` | as domains; `{key}` may be `@domain` (the catch-all) |
+//!
+//! Activating a Sieve script is a `PUT` of the mailbox with `sieve_active`
+//! set to its name: one document holds the choice, so there is one way to
+//! make it.
+//!
+//! Listings take `after` (the key of the last item seen) and `limit`
+//! (default 100, at most 1000), answer `{"items": […], "next": …}`, and
+//! `next` is the `after` of the following page (absent on the last one).
+//! Listings of mailboxes, aliases and domain aliases by a domain admin name
+//! the domain (`?domain=`), unless it administers exactly one.
+//!
+//! # Revisions
+//!
+//! Every response about one resource carries `ETag: "<rev>"`. `PUT` (which
+//! replaces an existing resource; create is `POST` to the collection, 409
+//! if it exists) and `DELETE` require `If-Match` with that ETag: missing is
+//! 428 `precondition_required`, stale is 409 `conflict`, so two clients
+//! editing at once never lose an update silently. Writes answer the new ETag.
+//!
+//! # Reply statuses
+//!
+//! Errors are `{"error": {"code", "message", "field"?}}` ([`Error`]):
+//! `invalid` 400 (naming the field, path segment or query parameter),
+//! `unauthenticated` 401, `forbidden` 403, `not_found` 404,
+//! `method_not_allowed` 405, `conflict` 409, `refused` 409 (dependents exist,
+//! or a rule spanning documents), `payload_too_large` 413,
+//! `unsupported_media_type` 415, `precondition_required` 428, `unavailable`
+//! 503 (with `Retry-After`), `internal` 500 (the cause is logged only).
+//! A request that fails writes nothing.
+//!
+//! # Security
+//!
+//! Peers: anyone who can reach the listener; bind it to loopback or put TLS
+//! in front. Every route but `health` and `openapi.json` needs
+//! `Authorization: Bearer cmt_…`, a token created with the CLI and stored
+//! hashed as a `token:<id>` document. The token acts for `admin`, or for a
+//! mailbox with that mailbox's roles at the time of the request
+//! ([`Principal`]); tokens of an inactive or removed mailbox, or of one in an
+//! inactive domain, stop working. [`Principal::may`] is the one table of who
+//! may do what, asked on every route. No response carries a password hash
+//! or a token hash; logs carry method, path and status, never headers or
+//! bodies. Bodies are JSON only, at most 256 KiB ([`MAX_BODY_BYTES`]).
+//! Privilege needed: none beyond the store's file or URL.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn example(directory: couchmail_directory::Directory, index: std::sync::Arc<couchmail_index::Index>) -> std::io::Result<()> {
+//! use couchmail_web::{ApiState, serve};
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8025").await?;
+//! let shutdown = async { tokio::signal::ctrl_c().await.unwrap_or_default() };
+//! serve(listener, ApiState { directory, index }, shutdown).await
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod access;
+mod dto;
+mod error;
+mod extract;
+mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use couchmail_directory::Directory;
+use couchmail_index::Index;
+
+pub use access::{Action, Principal, Resource, authenticate};
+pub use dto::{
+    AliasInput, AliasPage, AliasView, DomainAliasInput, DomainAliasPage, DomainAliasView, DomainInput, DomainPage,
+    DomainView, HealthView, MailboxInput, MailboxPage, MailboxView, PasswordInput, SieveInput, SievePage, SieveSummary,
+    SieveView, WhoamiView,
+};
+pub use error::{Error, ErrorBody, ErrorDetail};
+pub use extract::{DEFAULT_PAGE_LIMIT, MAX_BODY_BYTES, MAX_PAGE_LIMIT};
+pub use routes::{API_PREFIX, ApiDoc, router};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Reads and validated writes.
+    pub directory: Directory,
+    /// The live index, for `health`.
+    pub index: Arc<Index>,
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then lets
+/// requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let local_addr = listener.local_addr()?;
+    tracing::info!(%local_addr, "REST API listening");
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,303 @@
+//! The JSON the API reads and writes (STYLE.md: serializable DTOs live in
+//! `web`, not `model`).
+//!
+//! Inputs refuse unknown fields, so that a typo (`quota_byte`) is a 400
+//! naming it rather than a silently ignored setting. Each resource has one
+//! input type for both `POST` (create) and `PUT` (replace): on `POST` the key
+//! field (`name`, `address`, `key`) is required; on `PUT` it may be left out
+//! and, when given, must match the path, so that a client can send back
+//! what it read. Fields marked read-only (`has_password`, a script's
+//! `active`) are accepted for the same reason and ignored.
+//!
+//! Outputs never carry a password hash or a token hash.
+
+use couchmail_model::{
+    Address, Alias, AliasKey, Domain, DomainAlias, DomainName, Mailbox, Role, SieveName, SieveScript,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+fn yes() -> bool {
+    true
+}
+
+/// A domain to create (`POST /domains`) or its new state (`PUT /domains/{domain}`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DomainInput {
+    /// The domain; required on create, must match the path on update. Unicode names are stored as A-labels.
+    #[schema(value_type = Option<String>, example = "example.com")]
+    #[serde(default)]
+    pub name: Option<DomainName>,
+    /// Whether the domain receives mail and its users can log in. Admin only.
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// Quota of a new mailbox that names none, in bytes.
+    #[serde(default)]
+    pub quota_default: Option<u64>,
+    /// Most mailboxes the domain may hold. Admin only.
+    #[serde(default)]
+    pub max_mailboxes: Option<u32>,
+}
+
+/// A domain as stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DomainView {
+    /// The domain, as A-labels.
+    pub name: String,
+    /// Whether the domain receives mail and its users can log in.
+    pub active: bool,
+    /// Quota of a new mailbox that names none, in bytes.
+    pub quota_default: Option<u64>,
+    /// Most mailboxes the domain may hold.
+    pub max_mailboxes: Option<u32>,
+}
+
+impl From<&Domain> for DomainView {
+    fn from(domain: &Domain) -> DomainView {
+        DomainView {
+            name: domain.name.to_string(),
+            active: domain.active,
+            quota_default: domain.quota_default,
+            max_mailboxes: domain.max_mailboxes,
+        }
+    }
+}
+
+/// A domain alias to create or its new state.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DomainAliasInput {
+    /// The alias domain; required on create, must match the path on update.
+    #[schema(value_type = Option<String>, example = "example.net")]
+    #[serde(default)]
+    pub name: Option<DomainName>,
+    /// The (real) domain it stands for.
+    #[schema(value_type = String, example = "example.com")]
+    pub target: DomainName,
+}
+
+/// A domain alias as stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DomainAliasView {
+    /// The alias domain.
+    pub name: String,
+    /// The domain it stands for.
+    pub target: String,
+}
+
+impl From<&DomainAlias> for DomainAliasView {
+    fn from(alias: &DomainAlias) -> DomainAliasView {
+        DomainAliasView { name: alias.name.to_string(), target: alias.target.to_string() }
+    }
+}
+
+/// A mailbox to create or its new state. The password is set on create or
+/// with `PUT /mailboxes/{address}/password`, never here on update.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MailboxInput {
+    /// The address and login; required on create, must match the path on update.
+    #[schema(value_type = Option<String>, example = "alice@example.com")]
+    #[serde(default)]
+    pub address: Option<Address>,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// Whether the mailbox receives mail and can log in. Not for the owner to change.
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// Quota in bytes; none takes the domain's default. Not for the owner to change.
+    #[serde(default)]
+    pub quota_bytes: Option<u64>,
+    /// `admin` or `domain-admin:<domain>`. Granting needs that role's authority.
+    #[schema(value_type = Vec<String>, example = json!(["domain-admin:example.com"]))]
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    /// The Sieve script that runs at delivery, by name; it must exist.
+    #[schema(value_type = Option<String>)]
+    #[serde(default)]
+    pub sieve_active: Option<SieveName>,
+    /// The first password (create only); stored as an argon2id hash.
+    #[schema(write_only)]
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Read-only: ignored.
+    #[schema(read_only)]
+    #[serde(default)]
+    pub has_password: Option<bool>,
+}
+
+/// A mailbox as stored, without its password hash.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MailboxView {
+    /// The address and login.
+    pub address: String,
+    /// Display name.
+    pub name: String,
+    /// Whether the mailbox receives mail and can log in.
+    pub active: bool,
+    /// Quota in bytes; none takes the domain's default.
+    pub quota_bytes: Option<u64>,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// The Sieve script that runs at delivery.
+    pub sieve_active: Option<String>,
+    /// Whether a password is set (the hash itself is never shown).
+    pub has_password: bool,
+}
+
+impl From<&Mailbox> for MailboxView {
+    fn from(mailbox: &Mailbox) -> MailboxView {
+        MailboxView {
+            address: mailbox.address.to_string(),
+            name: mailbox.name.clone(),
+            active: mailbox.active,
+            quota_bytes: mailbox.quota_bytes,
+            roles: mailbox.roles.iter().map(ToString::to_string).collect(),
+            sieve_active: mailbox.sieve_active.as_ref().map(ToString::to_string),
+            has_password: mailbox.password.is_some(),
+        }
+    }
+}
+
+/// A new password for a mailbox.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordInput {
+    /// The password: at least 10 characters, no control characters.
+    #[schema(write_only)]
+    pub password: String,
+}
+
+/// An alias (or catch-all `@domain`) to create or its new state.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AliasInput {
+    /// `local@domain`, or `@domain` for the catch-all; required on create, must match the path on update.
+    #[schema(value_type = Option<String>, example = "info@example.com")]
+    #[serde(default)]
+    pub key: Option<AliasKey>,
+    /// Where mail goes.
+    #[schema(value_type = Vec<String>, example = json!(["alice@example.com"]))]
+    pub targets: Vec<Address>,
+    /// An inactive alias is as if it did not exist.
+    #[serde(default = "yes")]
+    pub active: bool,
+}
+
+/// An alias as stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AliasView {
+    /// `local@domain`, or `@domain` for the catch-all.
+    pub key: String,
+    /// Where mail goes.
+    pub targets: Vec<String>,
+    /// Whether the alias is in force.
+    pub active: bool,
+}
+
+impl From<&Alias> for AliasView {
+    fn from(alias: &Alias) -> AliasView {
+        AliasView {
+            key: alias.key.to_string(),
+            targets: alias.targets.iter().map(ToString::to_string).collect(),
+            active: alias.active,
+        }
+    }
+}
+
+/// A Sieve script to create (`POST …/sieve`) or its new content (`PUT …/sieve/{name}`).
+/// Activate a script by setting the mailbox's `sieve_active`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SieveInput {
+    /// The script's name; required on create, must match the path on update.
+    #[schema(value_type = Option<String>, example = "vacation")]
+    #[serde(default)]
+    pub name: Option<SieveName>,
+    /// The Sieve source (RFC 5228).
+    pub script: String,
+    /// Read-only: ignored.
+    #[schema(read_only)]
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Read-only: ignored (set the mailbox's `sieve_active` instead).
+    #[schema(read_only)]
+    #[serde(default)]
+    pub active: Option<bool>,
+}
+
+/// A Sieve script as stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SieveView {
+    /// The mailbox it belongs to.
+    pub owner: String,
+    /// The script's name.
+    pub name: String,
+    /// The Sieve source.
+    pub script: String,
+    /// Whether it is the mailbox's active script.
+    pub active: bool,
+}
+
+impl SieveView {
+    /// The view of `script`, active or not.
+    pub fn new(script: &SieveScript, active: bool) -> SieveView {
+        SieveView {
+            owner: script.owner.to_string(),
+            name: script.name.to_string(),
+            script: script.script.clone(),
+            active,
+        }
+    }
+}
+
+/// A Sieve script in a listing, without its source.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SieveSummary {
+    /// The script's name.
+    pub name: String,
+    /// Whether it is the mailbox's active script.
+    pub active: bool,
+}
+
+/// Who the token acts for.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WhoamiView {
+    /// `admin`, `domain-admin` or `user`.
+    pub role: String,
+    /// The token's mailbox, if it has one.
+    pub mailbox: Option<String>,
+    /// The domains a domain admin administers.
+    pub domains: Vec<String>,
+}
+
+/// Whether the service can answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthView {
+    /// `ok` when the index is ready, `starting` before.
+    pub status: String,
+    /// Whether the index has its first snapshot.
+    pub index_ready: bool,
+    /// The last change sequence the index applied (opaque).
+    pub last_seq: Option<String>,
+}
+
+macro_rules! page {
+    ($name:ident, $item:ty, $what:literal) => {
+        #[doc = concat!("A page of ", $what, ".")]
+        #[derive(Debug, Serialize, ToSchema)]
+        pub struct $name {
+            /// The items, in key order.
+            pub items: Vec<$item>,
+            /// Pass as `after` for the next page; absent on the last one.
+            pub next: Option<String>,
+        }
+    };
+}
+page!(DomainPage, DomainView, "domains");
+page!(DomainAliasPage, DomainAliasView, "domain aliases");
+page!(MailboxPage, MailboxView, "mailboxes");
+page!(AliasPage, AliasView, "aliases");
+page!(SievePage, SieveSummary, "Sieve scripts");
