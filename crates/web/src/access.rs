@@ -78,6 +78,16 @@ pub enum Resource<'a> {
     Mailbox(&'a Address),
     /// A mailbox's `active` and `quota_bytes`, which its owner may read but not change.
     MailboxLimits(&'a Address),
+    /// A mailbox together with the power its roles carry: changing its
+    /// password, settings or Sieve scripts, or removing it, needs authority
+    /// over every role it holds, so that a domain admin cannot take over
+    /// (or lock out) the mailbox of an admin that lives in its domain.
+    Account {
+        /// The mailbox.
+        address: &'a Address,
+        /// The roles it holds now.
+        roles: &'a [Role],
+    },
     /// Granting or revoking a role.
     Role(&'a Role),
     /// An alias or catch-all.
@@ -106,6 +116,10 @@ impl Principal {
             (Resource::Mailbox(addr), _) => is_self(addr) || administers(addr.domain()),
             (Resource::MailboxLimits(addr), Action::Read) => is_self(addr) || administers(addr.domain()),
             (Resource::MailboxLimits(addr), Action::Write) => administers(addr.domain()),
+            (Resource::Account { address, roles }, action) => {
+                self.may(action, &Resource::Mailbox(address))
+                    && (action == Action::Read || roles.iter().all(|role| self.may(action, &Resource::Role(role))))
+            }
             (Resource::Role(Role::Admin), _) => false,
             (Resource::Role(Role::DomainAdmin(domain)), _) => administers(domain),
             (Resource::Alias(key), _) => administers(key.domain()),
@@ -130,6 +144,7 @@ impl Principal {
             Resource::DomainAlias { target } => format!("the domain aliases of `{target}`"),
             Resource::Mailbox(addr) => format!("mailbox `{addr}`"),
             Resource::MailboxLimits(addr) => format!("the limits (`active`, `quota_bytes`) of mailbox `{addr}`"),
+            Resource::Account { address, .. } => format!("mailbox `{address}`, whose roles exceed this token's"),
             Resource::Role(role) => format!("who holds role `{role}`"),
             Resource::Alias(key) => format!("alias `{key}`"),
             Resource::Sieve(owner) => format!("the Sieve scripts of `{owner}`"),
@@ -298,6 +313,23 @@ mod tests {
         check(&principal, Resource::Alias(&catch_all_b), false, false);
         check(&principal, Resource::Sieve(&bob), false, false);
         check(&principal, Resource::Role(&Role::DomainAdmin(b.clone())), false, false);
+    }
+
+    #[test]
+    fn mailboxes_with_roles_need_that_authority() {
+        let principal = domain_admin();
+        let (root, peer) = (address("root@a.example"), address("peer@a.example"));
+        let admin_roles = [Role::Admin];
+        let other_domain_roles = [Role::DomainAdmin(domain("b.example"))];
+        let same_domain_roles = [Role::DomainAdmin(domain("a.example"))];
+        check(&principal, Resource::Account { address: &root, roles: &admin_roles }, true, false);
+        check(&principal, Resource::Account { address: &peer, roles: &other_domain_roles }, true, false);
+        check(&principal, Resource::Account { address: &peer, roles: &same_domain_roles }, true, true);
+        check(&principal, Resource::Account { address: &peer, roles: &[] }, true, true);
+        check(&admin(), Resource::Account { address: &root, roles: &admin_roles }, true, true);
+        let alice = address("alice@a.example");
+        check(&user(), Resource::Account { address: &alice, roles: &[] }, true, true);
+        check(&user(), Resource::Account { address: &peer, roles: &[] }, false, false);
     }
 
     #[test]

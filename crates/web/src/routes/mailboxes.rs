@@ -149,6 +149,7 @@ pub(crate) async fn update(
     principal.authorize(Action::Write, &Resource::Mailbox(&address))?;
     let (current, rev) = read(&state, &address).await?;
     check_rev(&rev, &expected, format_args!("mailbox `{address}`"))?;
+    principal.authorize(Action::Write, &Resource::Account { address: &address, roles: &current.roles })?;
     if input.active != current.active || input.quota_bytes != current.quota_bytes {
         principal.authorize(Action::Write, &Resource::MailboxLimits(&address))?;
     }
@@ -198,6 +199,7 @@ pub(crate) async fn set_password(
     principal.authorize(Action::Write, &Resource::Mailbox(&address))?;
     let (mut mailbox, rev) = read(&state, &address).await?;
     check_rev(&rev, &expected, format_args!("mailbox `{address}`"))?;
+    principal.authorize(Action::Write, &Resource::Account { address: &address, roles: &mailbox.roles })?;
     mailbox.password = Some(hash(password).await?);
     let rev = state.directory.update(&Document::Mailbox(mailbox.clone()), &expected).await?;
     with_etag(StatusCode::OK, &rev, MailboxView::from(&mailbox))
@@ -228,6 +230,8 @@ pub(crate) async fn remove(
     query.finish()?;
     let expected = if_match(&headers)?;
     principal.authorize(Action::Write, &Resource::DomainContents(address.domain()))?;
+    let (current, _) = read(&state, &address).await?;
+    principal.authorize(Action::Write, &Resource::Account { address: &address, roles: &current.roles })?;
     state.directory.remove(&DocKind::Mailbox.id(&address), Some(&expected), cascade).await?;
     Ok(removed())
 }
@@ -237,6 +241,16 @@ pub(crate) async fn read(state: &ApiState, address: &Address) -> Result<(Mailbox
         Some((Document::Mailbox(mailbox), rev)) => Ok((mailbox, rev)),
         _ => Err(Error::NotFound(format!("there is no mailbox `{address}`"))),
     }
+}
+
+/// Refuses changes to what a mailbox owns (its Sieve scripts) unless the
+/// principal has authority over the mailbox's roles too.
+pub(crate) async fn authorize_owner(state: &ApiState, principal: &Principal, owner: &Address) -> Result<(), Error> {
+    principal.authorize(Action::Write, &Resource::Sieve(owner))?;
+    if let Some((Document::Mailbox(mailbox), _)) = split(state.directory.get(&DocKind::Mailbox.id(owner)).await?) {
+        principal.authorize(Action::Write, &Resource::Account { address: owner, roles: &mailbox.roles })?;
+    }
+    Ok(())
 }
 
 /// Hashes off the async threads: argon2id takes tens of milliseconds by design.

@@ -76,7 +76,7 @@ pub(crate) async fn create(
     JsonBody(input): JsonBody<SieveInput>,
 ) -> Result<Response, Error> {
     let owner = parse_key("address", &address, Address::parse)?;
-    principal.authorize(Action::Write, &Resource::Sieve(&owner))?;
+    super::mailboxes::authorize_owner(&state, &principal, &owner).await?;
     let Some(name) = input.name else { return Err(Error::invalid("name", "is required")) };
     let script = SieveScript { owner, name, script: input.script };
     let rev = state.directory.create(&Document::Sieve(script.clone())).await.map_err(key_error("name"))?;
@@ -130,7 +130,7 @@ pub(crate) async fn update(
     let (owner, name) = parse_path(&address, &name)?;
     check_key("name", input.name.as_ref(), &name)?;
     let expected = if_match(&headers)?;
-    principal.authorize(Action::Write, &Resource::Sieve(&owner))?;
+    super::mailboxes::authorize_owner(&state, &principal, &owner).await?;
     let (_, rev) = read(&state, &owner, &name).await?;
     check_rev(&rev, &expected, format_args!("Sieve script `{name}` of `{owner}`"))?;
     let script = SieveScript { owner, name, script: input.script };
@@ -158,7 +158,7 @@ pub(crate) async fn remove(
 ) -> Result<Response, Error> {
     let (owner, name) = parse_path(&address, &name)?;
     let expected = if_match(&headers)?;
-    principal.authorize(Action::Write, &Resource::Sieve(&owner))?;
+    super::mailboxes::authorize_owner(&state, &principal, &owner).await?;
     // Deactivating is the only thing hanging off a script, and it is what
     // removing the active script means.
     state.directory.remove(&script_id(&owner, &name), Some(&expected), Cascade::Remove).await?;
