@@ -126,8 +126,8 @@ pub async fn serve(
 }
 
 async fn passdb(State(state): State<AppState>, headers: HeaderMap, Path(user): Path<String>) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied;
+    if !authorized(&state, &headers) {
+        return text(StatusCode::UNAUTHORIZED, "error=unauthorized\n");
     }
     let Some(user) = decode_user(&user) else { return text(StatusCode::BAD_REQUEST, "error=not an address\n") };
     match state.lookup.passdb(&user) {
@@ -145,8 +145,8 @@ async fn passdb(State(state): State<AppState>, headers: HeaderMap, Path(user): P
 }
 
 async fn userdb(State(state): State<AppState>, headers: HeaderMap, Path(user): Path<String>) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied;
+    if !authorized(&state, &headers) {
+        return text(StatusCode::UNAUTHORIZED, "error=unauthorized\n");
     }
     let Some(user) = decode_user(&user) else { return text(StatusCode::BAD_REQUEST, "error=not an address\n") };
     match state.lookup.userdb(&user) {
@@ -167,8 +167,8 @@ async fn userdb(State(state): State<AppState>, headers: HeaderMap, Path(user): P
 }
 
 async fn iterate(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied;
+    if !authorized(&state, &headers) {
+        return text(StatusCode::UNAUTHORIZED, "error=unauthorized\n");
     }
     match state.lookup.iterate() {
         Some(users) => {
@@ -184,17 +184,13 @@ async fn iterate(State(state): State<AppState>, headers: HeaderMap) -> Response 
 }
 
 /// Checks the bearer secret in constant time.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(state.secret.as_bytes())) && !given.is_empty() {
-        Ok(())
-    } else {
-        Err(text(StatusCode::UNAUTHORIZED, "error=unauthorized\n"))
-    }
+    !given.is_empty() && bool::from(given.as_bytes().ct_eq(state.secret.as_bytes()))
 }
 
 fn not_ready() -> Response {
