@@ -1,4 +1,5 @@
 //! The directory's referential rules, against a real SQLite store.
+#![allow(clippy::unwrap_used)] // Tests unwrap: a failure is the test failing.
 
 use std::sync::Arc;
 

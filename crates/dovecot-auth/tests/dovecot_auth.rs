@@ -1,4 +1,5 @@
 //! The auth endpoint over real HTTP, with a fake lookup.
+#![allow(clippy::unwrap_used)] // Tests unwrap: a failure is the test failing.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
