@@ -94,7 +94,8 @@ impl From<&DomainAlias> for DomainAliasView {
 
 /// A mailbox to create or its new state. The password is set on create or
 /// with `PUT /mailboxes/{address}/password`, never here on update.
-#[derive(Debug, Deserialize, ToSchema)]
+/// No `Debug`: it may carry a password.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MailboxInput {
     /// The address and login; required on create, must match the path on update.
@@ -161,8 +162,8 @@ impl From<&Mailbox> for MailboxView {
     }
 }
 
-/// A new password for a mailbox.
-#[derive(Debug, Deserialize, ToSchema)]
+/// A new password for a mailbox. No `Debug`: it is a password.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordInput {
     /// The password: at least 10 characters, no control characters.
