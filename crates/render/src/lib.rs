@@ -1,0 +1,48 @@
+//! CouchMail's Postfix and Dovecot configuration: a runtime layout in, configuration files out.
+//!
+//! A [`Stack`] says where everything of one couchmail installation lives
+//! (the paths, ports and sockets of docs/runtime.md, the auth endpoint and
+//! its secret, the vmail ids). [`render`] turns it into a [`Rendered`] set of
+//! files, keyed by their path relative to [`Paths::config_dir`]:
+//! `postfix/main.cf`, `postfix/master.cf`, `dovecot/dovecot.conf` and
+//! `dovecot/auth.lua` (root:dovecot 0640: it holds the secret).
+//!
+//! The files follow the security baseline of DESIGN.md §6: STARTTLS on port
+//! 25 without AUTH, AUTH only over TLS on 465 and 587 with the sender tied
+//! to the login, no relay for anyone unauthenticated, unknown recipients
+//! refused at RCPT, IMAP over implicit TLS only, TLS 1.2 and newer with
+//! Mozilla's intermediate ciphers.
+//!
+//! Rendering is pure and deterministic; [`Rendered::write_to`] is the only
+//! function that touches the file system.
+//!
+//! ```
+//! use couchmail_render::{Outbound, Stack, render};
+//!
+//! let mut stack = Stack::dev("/srv/couchmail-dev");
+//! stack.auth_endpoint.secret = "generated-by-couchmail-up".to_owned();
+//! stack.outbound = Outbound::Error;
+//! let rendered = render(&stack).unwrap();
+//! let main_cf = &rendered.get("postfix/main.cf").unwrap().contents;
+//! assert!(main_cf.contains("default_transport = error:outbound mail is disabled"));
+//! assert_eq!(rendered.get("dovecot/auth.lua").unwrap().mode, 0o640);
+//! ```
+#![deny(missing_docs)]
+
+mod check;
+mod dovecot;
+mod error;
+mod lua;
+mod postfix;
+mod rendered;
+mod stack;
+mod text;
+mod tls;
+mod write;
+
+pub use error::{Error, ErrorKind, WriteError};
+pub use rendered::{Rendered, RenderedFile, render};
+pub use stack::{
+    AuthCache, AuthEndpoint, DOVECOT_AUTH_LUA, DOVECOT_CONF, Listen, Outbound, POSTFIX_MAIN_CF, POSTFIX_MASTER_CF,
+    Paths, Ports, Stack, VmailIds,
+};
