@@ -1,0 +1,502 @@
+//! The command line, declared with clap's derive API.
+//!
+//! `couchmail [--config PATH] [--json] <group> <action>`: one group per kind
+//! of document, plus `up` and `status`. Every command carries a one-line
+//! about and an example in its `after_help`, so that `--help` teaches.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The exit codes, as `couchmail --help` shows them (docs/cli.md too).
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  ok
+  1  other error
+  2  usage: wrong arguments or configuration
+  3  not found
+  4  conflict: changed by someone else meanwhile, or already exists
+  5  invalid input: an address, size, password or field breaks a rule
+  6  store unavailable
+  7  refused: others depend on it (use --cascade), or a rule between documents forbids it
+
+Examples:
+  couchmail up --dev
+  couchmail domain add example.com --quota-default 2G
+  couchmail mailbox add alice@example.com --name 'Alice Liddell'
+  couchmail mailbox passwd alice@example.com
+  couchmail --json mailbox list --domain example.com";
+
+/// CouchMail: multi-domain mail accounts in one store, served to Postfix and
+/// Dovecot.
+#[derive(Debug, Parser)]
+#[command(name = "couchmail", version, about, after_help = EXIT_CODES_HELP, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (default: $COUCHMAIL_CONFIG, else /etc/couchmail/couchmail.toml if it exists).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Store to use, overriding the configuration (e.g. sqlite:/var/lib/couchmail/couchmail.db).
+    #[arg(long, global = true, value_name = "URL")]
+    pub store: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The command groups.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run couchmail: the store, the live index and the REST API.
+    #[command(after_help = "Examples:\n  couchmail up --dev\n  couchmail up --listen 127.0.0.1:8081")]
+    Up(UpArgs),
+    /// Show whether the store is reachable and how many documents it holds.
+    #[command(after_help = "Example:\n  couchmail status --json")]
+    Status,
+    /// Manage the mail domains couchmail serves.
+    #[command(subcommand, after_help = "Example:\n  couchmail domain add example.com --quota-default 2G")]
+    Domain(DomainCommand),
+    /// Manage domain aliases: other names for a domain.
+    #[command(subcommand, after_help = "Example:\n  couchmail domain-alias add example.net --target example.com")]
+    DomainAlias(DomainAliasCommand),
+    /// Manage mailboxes: the users who receive mail and log in.
+    #[command(subcommand, after_help = "Example:\n  couchmail mailbox add alice@example.com --name 'Alice'")]
+    Mailbox(MailboxCommand),
+    /// Manage aliases: addresses that forward to others (`@domain` catches all).
+    #[command(subcommand, after_help = "Example:\n  couchmail alias add info@example.com --to alice@example.com")]
+    Alias(AliasCommand),
+    /// Manage the Sieve scripts that filter a mailbox's mail at delivery.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  couchmail sieve put alice@example.com vacation vacation.sieve --activate"
+    )]
+    Sieve(SieveCommand),
+    /// Manage API bearer tokens.
+    #[command(subcommand, after_help = "Example:\n  couchmail token create --admin --label ops")]
+    Token(TokenCommand),
+}
+
+/// `couchmail up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Development mode: data in ./.couchmail-dev unless configured, API on loopback.
+    #[arg(long)]
+    pub dev: bool,
+    /// Where the REST API listens (a loopback IP and port), overriding the configuration.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// couchmail's data directory, overriding the configuration.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `--active` / `--inactive`, for updates.
+#[derive(Debug, Args, Default)]
+#[group(multiple = false)]
+pub struct ActiveFlags {
+    /// Make it active.
+    #[arg(long)]
+    pub active: bool,
+    /// Make it inactive: no mail, no logins.
+    #[arg(long)]
+    pub inactive: bool,
+}
+
+impl ActiveFlags {
+    /// The requested state, if any.
+    pub fn requested(&self) -> Option<bool> {
+        match (self.active, self.inactive) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// `couchmail domain …`
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// Add a domain.
+    #[command(after_help = "Example:\n  couchmail domain add example.com --quota-default 2G --max-mailboxes 50")]
+    Add {
+        /// The domain (Unicode names are stored in A-label form).
+        domain: String,
+        /// Quota of new mailboxes that set none (bytes, or with a K/M/G/T suffix).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        quota_default: Option<u64>,
+        /// Most mailboxes the domain may hold.
+        #[arg(long, value_name = "N")]
+        max_mailboxes: Option<u32>,
+        /// Add it inactive: it receives no mail until activated.
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// List domains.
+    #[command(after_help = "Example:\n  couchmail domain list --json")]
+    List,
+    /// Show one domain.
+    #[command(after_help = "Example:\n  couchmail domain show example.com")]
+    Show {
+        /// The domain.
+        domain: String,
+    },
+    /// Change a domain's settings.
+    #[command(after_help = "Example:\n  couchmail domain update example.com --quota-default 5G --inactive")]
+    Update {
+        /// The domain.
+        domain: String,
+        /// New default quota (bytes, or with a K/M/G/T suffix).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size, conflicts_with = "no_quota_default")]
+        quota_default: Option<u64>,
+        /// Remove the default quota.
+        #[arg(long)]
+        no_quota_default: bool,
+        /// New mailbox limit.
+        #[arg(long, value_name = "N", conflicts_with = "no_max_mailboxes")]
+        max_mailboxes: Option<u32>,
+        /// Remove the mailbox limit.
+        #[arg(long)]
+        no_max_mailboxes: bool,
+        #[command(flatten)]
+        active: ActiveFlags,
+    },
+    /// Remove a domain.
+    #[command(after_help = "Example:\n  couchmail domain rm example.com --cascade")]
+    Rm {
+        /// The domain.
+        domain: String,
+        /// Also remove its mailboxes, aliases, domain aliases and Sieve scripts.
+        #[arg(long)]
+        cascade: bool,
+    },
+}
+
+/// `couchmail domain-alias …`
+#[derive(Debug, Subcommand)]
+pub enum DomainAliasCommand {
+    /// Make ALIAS another name for a domain: user@ALIAS reaches user@TARGET.
+    #[command(after_help = "Example:\n  couchmail domain-alias add example.net --target example.com")]
+    Add {
+        /// The alias domain.
+        alias: String,
+        /// The domain it stands for.
+        #[arg(long, value_name = "DOMAIN")]
+        target: String,
+    },
+    /// List domain aliases.
+    #[command(after_help = "Example:\n  couchmail domain-alias list")]
+    List,
+    /// Show one domain alias.
+    #[command(after_help = "Example:\n  couchmail domain-alias show example.net")]
+    Show {
+        /// The alias domain.
+        alias: String,
+    },
+    /// Remove a domain alias.
+    #[command(after_help = "Example:\n  couchmail domain-alias rm example.net")]
+    Rm {
+        /// The alias domain.
+        alias: String,
+    },
+}
+
+/// `couchmail mailbox …`
+#[derive(Debug, Subcommand)]
+pub enum MailboxCommand {
+    /// Add a mailbox.
+    #[command(after_help = "Examples:\n  couchmail mailbox add alice@example.com --name 'Alice' --quota 2G\n  \
+                            printf '%s\\n' \"$PASSWORD\" | couchmail mailbox add bob@example.com --password-stdin")]
+    Add {
+        /// The address, which is also the login.
+        address: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Quota (bytes, or with a K/M/G/T suffix); default: the domain's.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        quota: Option<u64>,
+        /// A role: `admin` or `domain-admin:DOMAIN` (repeatable).
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List mailboxes.
+    #[command(after_help = "Example:\n  couchmail mailbox list --domain example.com")]
+    List {
+        /// Only this domain's.
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Show one mailbox (never its password hash).
+    #[command(after_help = "Example:\n  couchmail mailbox show alice@example.com --json")]
+    Show {
+        /// The address.
+        address: String,
+    },
+    /// Change a mailbox.
+    #[command(
+        after_help = "Example:\n  couchmail mailbox update alice@example.com --quota 5G --add-role domain-admin:example.com"
+    )]
+    Update {
+        /// The address.
+        address: String,
+        /// New display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// New quota (bytes, or with a K/M/G/T suffix).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size, conflicts_with = "no_quota")]
+        quota: Option<u64>,
+        /// Remove the mailbox's own quota: the domain's default applies.
+        #[arg(long)]
+        no_quota: bool,
+        #[command(flatten)]
+        active: ActiveFlags,
+        /// Grant a role: `admin` or `domain-admin:DOMAIN` (repeatable).
+        #[arg(long = "add-role", value_name = "ROLE")]
+        add_roles: Vec<String>,
+        /// Take a role away (repeatable).
+        #[arg(long = "remove-role", value_name = "ROLE")]
+        remove_roles: Vec<String>,
+    },
+    /// Set a mailbox's password (asked twice on a terminal, or read from stdin).
+    #[command(after_help = "Examples:\n  couchmail mailbox passwd alice@example.com\n  \
+                            printf '%s\\n' \"$PASSWORD\" | couchmail mailbox passwd alice@example.com --stdin")]
+    Passwd {
+        /// The address.
+        address: String,
+        /// Read the password from the first line of standard input instead of asking.
+        #[arg(long)]
+        stdin: bool,
+    },
+    /// Remove a mailbox.
+    #[command(after_help = "Example:\n  couchmail mailbox rm alice@example.com --cascade")]
+    Rm {
+        /// The address.
+        address: String,
+        /// Also remove its Sieve scripts and take it out of the aliases that target it.
+        #[arg(long)]
+        cascade: bool,
+    },
+}
+
+/// `couchmail alias …`
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Add an alias; `@domain` is the domain's catch-all.
+    #[command(
+        after_help = "Examples:\n  couchmail alias add info@example.com --to alice@example.com --to bob@example.com\n  \
+                            couchmail alias add @example.com --to postmaster@example.com"
+    )]
+    Add {
+        /// The alias address, or `@domain` for a catch-all.
+        key: String,
+        /// Where mail goes (repeatable).
+        #[arg(long = "to", value_name = "ADDRESS", required = true)]
+        targets: Vec<String>,
+    },
+    /// List aliases.
+    #[command(after_help = "Example:\n  couchmail alias list --domain example.com")]
+    List {
+        /// Only this domain's.
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Show one alias.
+    #[command(after_help = "Example:\n  couchmail alias show info@example.com")]
+    Show {
+        /// The alias address or `@domain`.
+        key: String,
+    },
+    /// Change an alias's targets or state.
+    #[command(
+        after_help = "Example:\n  couchmail alias update info@example.com --add-target carol@example.com --remove-target bob@example.com"
+    )]
+    Update {
+        /// The alias address or `@domain`.
+        key: String,
+        /// Add a target (repeatable).
+        #[arg(long = "add-target", value_name = "ADDRESS")]
+        add_targets: Vec<String>,
+        /// Remove a target (repeatable).
+        #[arg(long = "remove-target", value_name = "ADDRESS")]
+        remove_targets: Vec<String>,
+        #[command(flatten)]
+        active: ActiveFlags,
+    },
+    /// Remove an alias.
+    #[command(after_help = "Example:\n  couchmail alias rm info@example.com")]
+    Rm {
+        /// The alias address or `@domain`.
+        key: String,
+    },
+}
+
+/// `couchmail sieve …`
+#[derive(Debug, Subcommand)]
+pub enum SieveCommand {
+    /// Store a Sieve script (create or replace) from FILE or standard input.
+    #[command(after_help = "Examples:\n  couchmail sieve put alice@example.com vacation vacation.sieve --activate\n  \
+                            couchmail sieve put alice@example.com spam - < spam.sieve")]
+    Put {
+        /// The mailbox.
+        address: String,
+        /// The script's name.
+        name: String,
+        /// The file to read; `-` or nothing reads standard input.
+        file: Option<PathBuf>,
+        /// Make it the mailbox's active script.
+        #[arg(long)]
+        activate: bool,
+    },
+    /// List a mailbox's scripts.
+    #[command(after_help = "Example:\n  couchmail sieve list alice@example.com")]
+    List {
+        /// The mailbox.
+        address: String,
+    },
+    /// Print a script.
+    #[command(after_help = "Example:\n  couchmail sieve show alice@example.com vacation > vacation.sieve")]
+    Show {
+        /// The mailbox.
+        address: String,
+        /// The script's name.
+        name: String,
+    },
+    /// Make a script the one that runs at delivery.
+    #[command(after_help = "Example:\n  couchmail sieve activate alice@example.com vacation")]
+    Activate {
+        /// The mailbox.
+        address: String,
+        /// The script's name.
+        name: String,
+    },
+    /// Run no script at delivery.
+    #[command(after_help = "Example:\n  couchmail sieve deactivate alice@example.com")]
+    Deactivate {
+        /// The mailbox.
+        address: String,
+    },
+    /// Remove a script (deactivating it first if it is active).
+    #[command(after_help = "Example:\n  couchmail sieve rm alice@example.com vacation")]
+    Rm {
+        /// The mailbox.
+        address: String,
+        /// The script's name.
+        name: String,
+    },
+}
+
+/// `couchmail token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a bearer token for the REST API; it is printed once, store it then.
+    #[command(after_help = "Examples:\n  couchmail token create --admin --label ops\n  \
+                            couchmail token create --mailbox alice@example.com --label phone")]
+    Create {
+        /// A token for the administrator.
+        #[arg(long, conflicts_with = "mailbox", required_unless_present = "mailbox")]
+        admin: bool,
+        /// A token that acts as this mailbox's owner (with the mailbox's roles).
+        #[arg(long, value_name = "ADDRESS")]
+        mailbox: Option<String>,
+        /// What the token is for.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List tokens (never their secrets).
+    #[command(after_help = "Example:\n  couchmail token list --json")]
+    List,
+    /// Revoke a token: it stops working at once.
+    #[command(after_help = "Example:\n  couchmail token revoke 3f9a2c")]
+    Revoke {
+        /// The token's id, as `token list` shows it.
+        id: String,
+    },
+}
+
+/// Parses a size: bytes, or a number with a K, M, G or T suffix (powers of
+/// 1024; `KiB`, `KB` and `k` are read the same).
+pub fn parse_size(input: &str) -> Result<u64, String> {
+    let trimmed = input.trim();
+    let digits_end = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(digits_end);
+    let invalid = || format!("`{input}` is not a size: write bytes or a number with K, M, G or T, as in 2G");
+    let number: u64 = digits.parse().map_err(|_| invalid())?;
+    let unit = unit.trim().to_ascii_uppercase();
+    let unit = unit.strip_suffix("IB").or_else(|| unit.strip_suffix('B')).unwrap_or(&unit);
+    let shift = match unit {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(invalid()),
+    };
+    number.checked_mul(1 << shift).ok_or_else(|| format!("`{input}` is too large"))
+}
+
+/// Formats a size with the largest unit that divides it exactly.
+pub fn format_size(bytes: u64) -> String {
+    for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        if bytes != 0 && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_with_suffixes() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("3 KB"), Ok(3 << 10));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        assert!(parse_size("2X").unwrap_err().contains("2G"));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("-1G").is_err());
+        assert!(parse_size("99999999999T").unwrap_err().contains("too large"));
+    }
+
+    #[test]
+    fn sizes_format_back() {
+        assert_eq!(format_size(2 << 30), "2G");
+        assert_eq!(format_size(1536 << 20), "1536M");
+        assert_eq!(format_size(1000), "1000");
+        assert_eq!(format_size(0), "0");
+        for input in ["5G", "3T", "17M", "9K", "123"] {
+            assert_eq!(format_size(parse_size(input).unwrap()), input);
+        }
+    }
+
+    #[test]
+    fn every_command_has_an_example() {
+        fn walk(command: &clap::Command, path: &str) {
+            for sub in command.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                let after = sub.get_after_help().map(|s| s.to_string()).unwrap_or_default();
+                assert!(after.contains("couchmail "), "`{path}` has no example in after_help");
+                assert!(sub.get_about().is_some(), "`{path}` has no about");
+                walk(sub, &path);
+            }
+        }
+        walk(&Cli::command(), "couchmail");
+    }
+}
