@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -436,9 +436,15 @@ fn restrict_side_files(path: &Path) {
     }
 }
 
+/// Opens a connection to the existing file at `path`.
+///
+/// Without `SQLITE_OPEN_CREATE`: the file was created (with its mode) by
+/// [`create_private_file`], and a reader opened after someone removed it must fail rather
+/// than start a new, empty store. Without `SQLITE_OPEN_URI`: a path is a path.
 fn open_connection(path: &Path) -> Result<Connection> {
     let context = "cannot open store";
-    let connection = Connection::open(path).map_err(|error| sqlite_error(path, context, error))?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = Connection::open_with_flags(path, flags).map_err(|error| sqlite_error(path, context, error))?;
     connection.busy_timeout(BUSY_TIMEOUT).map_err(|error| sqlite_error(path, context, error))?;
     // Account data: a committed write must survive a power cut, whatever it costs.
     connection.pragma_update(None, "synchronous", "FULL").map_err(|error| sqlite_error(path, context, error))?;

@@ -147,24 +147,34 @@ async fn writers_in_two_processes_still_conflict() {
     let path = database_path(&dir);
     let first = Arc::new(SqliteStore::open(&path).await.unwrap());
     let second = Arc::new(SqliteStore::open(&path).await.unwrap());
-    let base = first.put("mailbox:race@example.com", None, &body(json!({}))).await.unwrap();
-    let tasks: Vec<_> = (0..16)
-        .map(|writer_idx| {
-            let store = if writer_idx % 2 == 0 { Arc::clone(&first) } else { Arc::clone(&second) };
-            let base = base.clone();
-            tokio::spawn(async move {
-                store.put("mailbox:race@example.com", Some(&base), &body(json!({ "writer": writer_idx }))).await
+    let mut rev = first.put("mailbox:race@example.com", None, &body(json!({}))).await.unwrap();
+    // Several rounds, because a check-then-write race between two connections has a narrow
+    // window; each round all writers start from the revision the last round's winner made.
+    for round in 0..12 {
+        let barrier = Arc::new(tokio::sync::Barrier::new(8));
+        let tasks: Vec<_> = (0..8)
+            .map(|writer_idx| {
+                let store = if writer_idx % 2 == 0 { Arc::clone(&first) } else { Arc::clone(&second) };
+                let base = rev.clone();
+                let barrier = Arc::clone(&barrier);
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let content = body(json!({ "round": round, "writer": writer_idx }));
+                    store.put("mailbox:race@example.com", Some(&base), &content).await
+                })
             })
-        })
-        .collect();
-    let mut n_ok = 0;
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(_) => n_ok += 1,
-            Err(error) => assert_eq!(error.kind(), ErrorKind::Conflict, "{error}"),
+            .collect();
+        let mut winners = Vec::new();
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(new_rev) => winners.push(new_rev),
+                Err(error) => assert_eq!(error.kind(), ErrorKind::Conflict, "round {round}: {error}"),
+            }
         }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        rev = winners.remove(0);
     }
-    assert_eq!(n_ok, 1);
+    assert_eq!(second.get("mailbox:race@example.com").await.unwrap().unwrap().rev, rev);
 }
 
 #[tokio::test]
