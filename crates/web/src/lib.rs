@@ -30,6 +30,7 @@
 //! `next` is the `after` of the following page (absent on the last one).
 //! Listings of mailboxes, aliases and domain aliases by a domain admin name
 //! the domain (`?domain=`), unless it administers exactly one.
+//! A user lists only its own Sieve scripts; its mailbox is `GET /mailboxes/{address}`.
 //!
 //! # Revisions
 //!
@@ -59,7 +60,10 @@
 //! mailbox with that mailbox's roles at the time of the request
 //! ([`Principal`]); tokens of an inactive or removed mailbox, or of one in an
 //! inactive domain, stop working. [`Principal::may`] is the one table of who
-//! may do what, asked on every route. No response carries a password hash
+//! may do what, asked on every route.
+//! Changing a mailbox that holds roles (its password, settings or scripts)
+//! needs authority over those roles, so a domain admin cannot take over an
+//! admin's mailbox that lives in its domain. No response carries a password hash
 //! or a token hash; logs carry method, path and status, never headers or
 //! bodies. Bodies are JSON only, at most 256 KiB ([`MAX_BODY_BYTES`]).
 //! Privilege needed: none beyond the store's file or URL.
