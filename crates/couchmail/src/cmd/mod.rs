@@ -221,6 +221,36 @@ mod tests {
         assert_eq!(format_time(1_700_000_000), "2023-11-14T22:13:20Z");
     }
 
+    /// A real stale write: read a document, let someone else update it, then
+    /// write back with the revision read first.
+    #[tokio::test]
+    async fn write_back_over_a_stale_revision_is_exit_4() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db")).await.unwrap();
+        let context = Context {
+            directory: Directory::new(Arc::new(store)),
+            json: false,
+            config: Config::load(crate::config::Sources::default()).unwrap(),
+        };
+        let domain = couchmail_model::Domain {
+            name: "example.com".parse().unwrap(),
+            active: true,
+            quota_default: None,
+            max_mailboxes: None,
+        };
+        let first_rev = context.directory.create(&Document::Domain(domain.clone())).await.unwrap();
+        let meanwhile = couchmail_model::Domain { max_mailboxes: Some(5), ..domain.clone() };
+        write_back(&context, &Document::Domain(meanwhile), &first_rev, "domain example.com").await.unwrap();
+
+        let mine = couchmail_model::Domain { active: false, ..domain };
+        let err = write_back(&context, &Document::Domain(mine), &first_rev, "domain example.com").await.unwrap_err();
+        assert_eq!(crate::exit::classify(&err).0, Exit::Conflict);
+        assert!(err.to_string().contains("changed by someone else meanwhile; run the command again"), "{err}");
+        // The other writer's change survived.
+        let entry = context.directory.get("domain:example.com").await.unwrap().unwrap();
+        assert!(matches!(entry.doc, Document::Domain(d) if d.max_mailboxes == Some(5) && d.active));
+    }
+
     #[test]
     fn conflicts_on_write_say_run_again() {
         let err = conflict_or(
