@@ -1,0 +1,122 @@
+//! The supervisor with real processes: restarts, clean stops, no orphans.
+#![allow(clippy::unwrap_used)] // Tests unwrap: a failure is the test failing.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use couchmail_supervisor::{ProcessSpec, State, StopSignal, Supervisor};
+
+fn shell(name: &str, script: &str, log: &Path) -> ProcessSpec {
+    ProcessSpec {
+        name: name.to_owned(),
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), script.into()],
+        log_file: Some(log.to_owned()),
+        stop_signal: StopSignal::Term,
+        stop_timeout: Duration::from_secs(2),
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie is as good as gone: it no longer runs.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn pids_in(file: &Path) -> Vec<i32> {
+    std::fs::read_to_string(file).unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).collect()
+}
+
+#[tokio::test]
+async fn stop_reaches_the_whole_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    // A daemon that forks a grandchild, as Postfix's master does.
+    let script = format!("sleep 300 & echo $! >> {p}; echo $$ >> {p}; wait", p = pids.display());
+    let supervisor = Supervisor::default();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn({
+        let supervisor = supervisor.clone();
+        let spec = shell("forker", &script, &dir.path().join("log"));
+        async move { supervisor.run(vec![spec], async { stop_rx.await.unwrap_or(()) }).await }
+    });
+    wait_for("both pids", Duration::from_secs(5), || pids_in(&pids).len() == 2).await;
+    let started = pids_in(&pids);
+    assert!(started.iter().all(|&pid| alive(pid)));
+    assert!(matches!(supervisor.status()[0].state, State::Running { .. }));
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), run).await.unwrap().unwrap().unwrap();
+    wait_for("no survivors", Duration::from_secs(2), || started.iter().all(|&pid| !alive(pid))).await;
+    assert_eq!(supervisor.status()[0].state, State::Stopped);
+}
+
+#[tokio::test]
+async fn a_daemon_that_ignores_the_stop_signal_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let script = format!("trap '' TERM; echo $$ >> {p}; while :; do sleep 0.1; done", p = pids.display());
+    let mut spec = shell("stubborn", &script, &dir.path().join("log"));
+    spec.stop_timeout = Duration::from_millis(300);
+    let supervisor = Supervisor::default();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn({
+        let supervisor = supervisor.clone();
+        async move { supervisor.run(vec![spec], async { stop_rx.await.unwrap_or(()) }).await }
+    });
+    wait_for("pid", Duration::from_secs(5), || !pids_in(&pids).is_empty()).await;
+    let pid = pids_in(&pids)[0];
+    let asked = Instant::now();
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), run).await.unwrap().unwrap().unwrap();
+    assert!(asked.elapsed() >= Duration::from_millis(300), "killed before the grace period");
+    wait_for("the stubborn daemon to die", Duration::from_secs(2), || !alive(pid)).await;
+}
+
+#[tokio::test]
+async fn a_daemon_that_exits_is_restarted_with_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let starts = dir.path().join("starts");
+    // Exits at once every time: restarts come after 1 s, then 2 s.
+    let script = format!("echo $$ >> {p}; exit 3", p = starts.display());
+    let supervisor = Supervisor::default();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn({
+        let supervisor = supervisor.clone();
+        let spec = shell("crasher", &script, &dir.path().join("log"));
+        async move { supervisor.run(vec![spec], async { stop_rx.await.unwrap_or(()) }).await }
+    });
+    let began = Instant::now();
+    wait_for("two restarts", Duration::from_secs(10), || pids_in(&starts).len() >= 3).await;
+    let took = began.elapsed();
+    assert!(took >= Duration::from_millis(2900), "restarted too fast: {took:?} for 1 s + 2 s of backoff");
+    let status = supervisor.status();
+    assert!(status[0].restarts >= 2, "{status:?}");
+    assert!(matches!(&status[0].state, State::Running { .. } | State::Restarting { .. }), "{status:?}");
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), run).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_program_fails_at_start() {
+    let supervisor = Supervisor::default();
+    let spec = ProcessSpec {
+        name: "ghost".into(),
+        program: "/nonexistent/daemon".into(),
+        args: vec![],
+        log_file: None,
+        stop_signal: StopSignal::Term,
+        stop_timeout: Duration::from_secs(1),
+    };
+    let err = supervisor.run(vec![spec], std::future::pending()).await.unwrap_err();
+    assert!(err.to_string().contains("cannot start ghost"), "{err}");
+}
