@@ -10,14 +10,20 @@
 //! reverse order: the stop signal to the whole group, then SIGKILL after a
 //! grace period.
 //!
+//! [`Sievec`] runs Pigeonhole's compiler to check a Sieve script before it is stored.
+//!
 //! Architecture Invariant: this crate is the only one that spawns processes
-//! (ARCHITECTURE.md).
+//! (ARCHITECTURE.md), daemons and one-shot tools alike.
 //!
 //! # Security
 //! Runs daemons with the privileges of the caller (root under
 //! `couchmail up`): the daemons drop their own privileges.
 //! Secrets are never put in argv or the environment of a daemon.
 #![deny(missing_docs)]
+
+mod sievec;
+
+pub use sievec::{SieveCheckError, Sievec};
 
 use std::ffi::OsString;
 use std::future::Future;

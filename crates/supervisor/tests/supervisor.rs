@@ -120,3 +120,26 @@ async fn a_missing_program_fails_at_start() {
     let err = supervisor.run(vec![spec], std::future::pending()).await.unwrap_err();
     assert!(err.to_string().contains("cannot start ghost"), "{err}");
 }
+
+#[tokio::test]
+async fn sievec_accepts_valid_and_names_the_line_of_invalid_scripts() {
+    use couchmail_supervisor::{SieveCheckError, Sievec};
+    let sievec = Sievec::default();
+    sievec
+        .check("require \"fileinto\";\nif header :contains \"subject\" \"x\" { fileinto \"Lists\"; }\n")
+        .await
+        .unwrap();
+    match sievec.check("require \"fileinto\";\nfileinto \"X\"\nkeep;\n").await {
+        Err(SieveCheckError::Invalid(messages)) => {
+            assert!(messages.iter().any(|m| m.starts_with("line 2:") && m.contains("semicolon")), "{messages:?}");
+            assert!(messages.iter().all(|m| !m.contains("couchmail-sievec-")), "temporary path leaked: {messages:?}");
+        }
+        other => panic!("expected the script to be refused, got {other:?}"),
+    }
+    // An extension that is not required is a validation error, not a parse error.
+    assert!(matches!(sievec.check("fileinto \"X\";\n").await, Err(SieveCheckError::Invalid(_))));
+    let missing = Sievec { program: "/nonexistent/sievec".into(), config: None };
+    assert!(
+        matches!(missing.check("keep;").await, Err(SieveCheckError::Unavailable(m)) if m.contains("dovecot-sieve"))
+    );
+}
