@@ -51,9 +51,10 @@ impl Connection {
 
     /// Whether a complete line is already buffered, so the next [`read_line`](Self::read_line) will not wait.
     ///
-    /// The server flushes its replies only when this is false, so pipelined requests share one write.
+    /// The server flushes its replies only when this is false, so pipelined requests share one write;
+    /// an over-long line counts as none, so replies to the requests before it still leave before the connection closes.
     pub fn has_buffered_line(&self) -> bool {
-        matches!(check_line(&self.buffer, self.max_line_length), Ok(_) | Err(LineError::TooLong { .. }))
+        check_line(&self.buffer, self.max_line_length).is_ok()
     }
 
     /// Queues bytes for the peer; they leave on [`flush`](Self::flush) or when the write buffer fills.

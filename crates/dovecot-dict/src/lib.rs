@@ -6,7 +6,7 @@
 //! It answers from a [`DictLookup`] (couchmail's in-memory index, never the store),
 //! and [`SieveDict`] maps Pigeonhole's keys onto the narrower [`SieveScripts`], so the binary only supplies data.
 //!
-//! The principal pieces follow mini-redis: [`line`] (framing and tab-escaping over bytes),
+//! The principal pieces follow mini-redis: [`line`](mod@line) (framing and tab-escaping over bytes),
 //! [`Connection`] (socket plus read buffer), [`Request`] and [`Reply`] (typed lines),
 //! [`run`] (listener, connection limit, shutdown) and [`Client`] (for tests and benchmarks).
 //!

@@ -261,6 +261,19 @@ async fn an_oversized_line_closes_only_its_connection() {
 }
 
 #[tokio::test]
+async fn requests_before_an_oversized_line_are_still_answered() {
+    let config = ServerConfig { max_line_length: 1024, ..ServerConfig::default() };
+    let server = TestServer::start(Arc::new(standard_lookup()), config).await;
+    let mut stream = server.hello().await;
+    let mut requests = b"Lpriv/sieve/name/active\talice@example.com\n".to_vec();
+    requests.extend(std::iter::repeat_n(b'L', 2048));
+    let _ = stream.write_all(&requests).await;
+    assert_eq!(super::support::read_exactly(&mut stream, 6).await, b"Oid-1\n");
+    assert_closed(&mut stream).await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn an_oversized_line_at_the_default_limit_is_refused() {
     let server = standard_server().await;
     let mut flooding = server.hello().await;
