@@ -195,10 +195,16 @@ impl<'a> Service<'a> {
     }
 
     fn write(&self, text: &mut Text) {
-        text.line(&format!(
-            "{:<14} {:<10} {:<7} {:<7} {:<7} {:<7} {:<7} {}",
-            self.name, self.kind, self.private, self.unprivileged, "n", self.wakeup, self.max_processes, self.command
-        ));
+        text.line(&columns([
+            &self.name,
+            self.kind,
+            self.private,
+            self.unprivileged,
+            "n",
+            self.wakeup,
+            self.max_processes,
+            self.command,
+        ]));
         for (key, value) in &self.options {
             // master(5): a value with spaces or commas needs the { name = value } form.
             if value.contains([' ', ',']) {
@@ -208,6 +214,12 @@ impl<'a> Service<'a> {
             }
         }
     }
+}
+
+/// The eight master.cf columns, aligned for reading.
+fn columns(fields: [&str; 8]) -> String {
+    let [name, kind, private, unprivileged, chroot, wakeup, max_processes, command] = fields;
+    format!("{name:<14} {kind:<10} {private:<7} {unprivileged:<7} {chroot:<7} {wakeup:<7} {max_processes:<7} {command}")
 }
 
 /// `address:port` as master.cf wants an inet service name.
@@ -226,10 +238,21 @@ fn mx_services(stack: &Stack) -> Vec<Service<'static>> {
     vec![Service::new(inet_name(stack.listen, stack.ports.smtp), "inet", "smtpd").private("n")]
 }
 
-/// The submission options shared by 587 and 465.
-fn submission_options<'a>(service: Service<'a>, syslog_name: &'a str) -> Service<'a> {
+/// A submission service (587 or 465): TLS required, AUTH on, and only an
+/// authenticated client may send, as an address it owns. `tls_options` come
+/// right after the log name (465 adds wrapper mode).
+fn submission_service<'a>(
+    stack: &Stack,
+    port: u16,
+    syslog_name: &'a str,
+    tls_options: &[(&'a str, &'a str)],
+) -> Service<'a> {
+    let mut service =
+        Service::new(inet_name(stack.listen, port), "inet", "smtpd").private("n").option("syslog_name", syslog_name);
+    for (key, value) in tls_options {
+        service = service.option(key, value);
+    }
     service
-        .option("syslog_name", syslog_name)
         .option("smtpd_tls_security_level", "encrypt")
         .option("smtpd_sasl_auth_enable", "yes")
         .option("smtpd_client_restrictions", SUBMISSION_CLIENT_RESTRICTIONS)
@@ -243,16 +266,13 @@ pub(crate) fn master_cf(stack: &Stack) -> String {
     let mut text = Text::with_header("Postfix master.cf of the couchmail stack; master(5) describes the columns.");
     text.comment("Every chroot column is n: the sockets Postfix talks to live outside its queue directory.");
     text.blank();
-    text.comment("service        type       private unpriv  chroot  wakeup  maxproc command + args");
+    text.line(&columns(["# service", "type", "private", "unpriv", "chroot", "wakeup", "maxproc", "command + args"]));
     for service in mx_services(stack) {
         service.write(&mut text);
     }
-    let submission = Service::new(inet_name(stack.listen, stack.ports.submission), "inet", "smtpd").private("n");
-    submission_options(submission, "postfix/submission").write(&mut text);
-    let submissions = Service::new(inet_name(stack.listen, stack.ports.submissions), "inet", "smtpd")
-        .private("n")
-        .option("smtpd_tls_wrappermode", "yes");
-    submission_options(submissions, "postfix/submissions").write(&mut text);
+    submission_service(stack, stack.ports.submission, "postfix/submission", &[]).write(&mut text);
+    submission_service(stack, stack.ports.submissions, "postfix/submissions", &[("smtpd_tls_wrappermode", "yes")])
+        .write(&mut text);
 
     // Postfix's internal services, as in its stock master.cf minus local(8) and
     // virtual(8), which this stack never delivers with.

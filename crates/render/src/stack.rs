@@ -102,7 +102,9 @@ pub struct Ports {
 /// The runtime layout of docs/runtime.md. Every path must be absolute.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
-    /// couchmail's data directory (root, 0750).
+    /// couchmail's data directory (root, 0711, not the 0750 docs/runtime.md
+    /// first said: vmail must pass through it to the mail homes and the
+    /// `postfix` user to its data directory; 0711 lets them pass without listing).
     pub data_dir: PathBuf,
     /// The SQLite store.
     pub store: PathBuf,

@@ -349,6 +349,7 @@ fn build_tree(root: tempfile::TempDir, stack: Stack) -> Tree {
     // The temporary directory is 0700; the daemons' users must be able to pass through it.
     fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let paths = &stack.paths;
+    // 0711, not 0750: vmail and postfix must pass through it (see `Paths::data_dir`).
     make_dir(&paths.data_dir, 0o711);
     make_dir(&paths.mail_dir, 0o700);
     std::os::unix::fs::chown(&paths.mail_dir, Some(stack.vmail.uid), Some(stack.vmail.gid)).unwrap();
@@ -410,6 +411,13 @@ fn check_postfix(tree: &Tree) {
     let config_dir = tree.stack.paths.postfix_config_dir();
     let config_dir = config_dir.to_str().unwrap();
     run_silent("postfix", &["-c", config_dir, "check"]);
+    // postfix-script logs its permission warnings through postlog, which writes
+    // to maillog_file alone when stderr is not a terminal: read the log too.
+    let log = fs::read_to_string(&tree.stack.paths.postfix_log).unwrap_or_default();
+    for line in log.lines() {
+        let line = line.to_lowercase();
+        assert!(!["warning", "fatal", "error"].iter().any(|word| line.contains(word)), "postfix logged: {line}\n{log}");
+    }
     // postconf reports unknown or unused parameters as warnings; -n lists what main.cf sets.
     let set = run_silent("postconf", &["-c", config_dir, "-n"]);
     assert!(set.contains("smtpd_tls_auth_only = yes"), "{set}");
