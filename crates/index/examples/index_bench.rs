@@ -27,8 +27,8 @@ use couchmail_testkit::fixtures::{alias, domain, domain_alias, mailbox};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-const USAGE: &str = "usage: index_bench build --mailboxes N [--aliases N] [--dir DIR] [--writers N]
-       index_bench propagate --samples K [--mailboxes N] [--dir DIR]";
+const USAGE: &str = "usage: index_bench build --mailboxes N [--aliases N] [--batch N] [--dir DIR] [--writers N]
+       index_bench propagate --samples K [--mailboxes N] [--batch N] [--dir DIR]";
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
@@ -49,6 +49,7 @@ struct Options {
     aliases: Option<usize>,
     samples: usize,
     writers: usize,
+    batch_size: usize,
     dir: PathBuf,
 }
 
@@ -60,6 +61,7 @@ impl Options {
             aliases: None,
             samples: 200,
             writers: 4,
+            batch_size: FollowConfig::default().batch_size,
             dir: if shm.is_dir() { shm } else { std::env::temp_dir() },
         };
         let mut args = args.iter();
@@ -71,6 +73,7 @@ impl Options {
                 "--aliases" => options.aliases = Some(number()?),
                 "--samples" => options.samples = number()?,
                 "--writers" => options.writers = number()?.max(1),
+                "--batch" => options.batch_size = number()?.max(1),
                 "--dir" => options.dir = PathBuf::from(value),
                 other => bail!("unknown option `{other}`\n{USAGE}"),
             }
@@ -200,9 +203,14 @@ async fn open_store(options: &Options) -> Result<(tempfile::TempDir, Arc<SqliteS
 }
 
 /// Starts a follower; the returned sender stops it.
-fn start_follower(store: Arc<SqliteStore>, index: &Arc<Index>) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+fn start_follower(
+    options: &Options,
+    store: Arc<SqliteStore>,
+    index: &Arc<Index>,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(follow_with(FollowConfig::default(), store, Arc::clone(index), async move {
+    let config = FollowConfig { batch_size: options.batch_size, ..FollowConfig::default() };
+    let task = tokio::spawn(follow_with(config, store, Arc::clone(index), async move {
         let _ = stopped.await;
     }));
     (stop, task)
@@ -220,7 +228,7 @@ async fn build(options: &Options) -> Result<()> {
     let before = memory()?;
     let index = Arc::new(Index::default());
     let build_started = Instant::now();
-    let (stop, task) = start_follower(Arc::clone(&store), &index);
+    let (stop, task) = start_follower(options, Arc::clone(&store), &index);
     let snapshot = index
         .wait_until(Snapshot::is_ready, Duration::from_secs(3600))
         .await
@@ -265,6 +273,8 @@ async fn build(options: &Options) -> Result<()> {
             "bench": "index_build",
             "mailboxes": counts.mailboxes,
             "aliases": counts.aliases,
+            "batch_size": options.batch_size,
+            "malloc_arena_max": std::env::var("MALLOC_ARENA_MAX").ok(),
             "domains": counts.domains,
             "alias_domains": counts.alias_domains,
             "populate_s": round(populate_elapsed.as_secs_f64(), 3),
@@ -290,7 +300,7 @@ async fn propagate(options: &Options) -> Result<()> {
     let population = Arc::new(Population::new(options.mailboxes, options.mailboxes)?);
     populate(&store, &population, options.writers).await?;
     let index = Arc::new(Index::default());
-    let (stop, task) = start_follower(Arc::clone(&store), &index);
+    let (stop, task) = start_follower(options, Arc::clone(&store), &index);
     index.wait_until(Snapshot::is_ready, Duration::from_secs(3600)).await.context("the index did not become ready")?;
 
     let mut write_to_visible = Vec::with_capacity(options.samples);

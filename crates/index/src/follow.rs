@@ -21,6 +21,13 @@ use crate::snapshot::Applied;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FollowConfig {
     /// Changes read, applied and published at once.
+    ///
+    /// The default, 1000, builds as fast as 10 000 (measured in release) and
+    /// keeps memory lower: the store parses each batch on whichever blocking
+    /// thread runs the query, and glibc keeps each such thread's freed
+    /// memory in its own arena, so resident memory grows by up to a batch's
+    /// JSON per arena (100 k mailboxes, debug build: 1130 bytes per entry at
+    /// 10 000, 410 at 1000, measured with `examples/index_bench.rs`).
     pub batch_size: usize,
     /// How long one read waits for a change once the feed is drained.
     pub poll_wait: Duration,
@@ -33,7 +40,7 @@ pub struct FollowConfig {
 impl Default for FollowConfig {
     fn default() -> FollowConfig {
         FollowConfig {
-            batch_size: 10_000,
+            batch_size: 1000,
             poll_wait: Duration::from_secs(30),
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
