@@ -34,6 +34,8 @@
 mod error;
 mod rules;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use couchmail_model::{DocKind, Document};
@@ -76,16 +78,33 @@ pub struct ListFilter {
     pub page: ListOptions,
 }
 
+/// Checks a Sieve script the way the delivery agent will run it (in
+/// production: Pigeonhole's `sievec`), before the script is stored.
+pub trait ScriptCheck: Send + Sync + 'static {
+    /// `Ok` if the script compiles; otherwise the compiler's messages, one a
+    /// line, each starting `line N:` where a line is named.
+    /// An `Err` of kind [`ErrorKind::Unavailable`] means the check could not run.
+    fn check<'a>(&'a self, script: &'a str) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+}
+
 /// Typed, validated access to the documents of one store.
 #[derive(Clone)]
 pub struct Directory {
     store: Arc<dyn Store>,
+    script_check: Option<Arc<dyn ScriptCheck>>,
 }
 
 impl Directory {
-    /// A directory over `store`.
+    /// A directory over `store`. Sieve scripts are checked only for their
+    /// own rules until [`Directory::with_script_check`] adds a compiler.
     pub fn new(store: Arc<dyn Store>) -> Directory {
-        Directory { store }
+        Directory { store, script_check: None }
+    }
+
+    /// Checks every Sieve script written from now on with `check`.
+    pub fn with_script_check(mut self, check: Arc<dyn ScriptCheck>) -> Directory {
+        self.script_check = Some(check);
+        self
     }
 
     /// The store underneath.

@@ -94,6 +94,9 @@ pub(crate) async fn write(directory: &Directory, doc: &Document, rev: Option<&Re
             if !world.mailbox(&script.owner).await? {
                 return Err(refused(format!("there is no mailbox `{}` to own this script", script.owner)));
             }
+            if let Some(check) = &directory.script_check {
+                check.check(&script.script).await?;
+            }
         }
         Document::Token(token) => {
             if let TokenPrincipal::Mailbox(addr) = &token.principal

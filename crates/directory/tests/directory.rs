@@ -306,3 +306,38 @@ async fn list_filters_by_domain_and_pages() {
     let expected: Vec<String> = (0..30).map(|n| format!("mailbox:user{n:02}@a.example")).collect();
     assert_eq!(seen, expected);
 }
+
+/// Refuses scripts containing `bad`, as a compiler would.
+struct RefuseBad;
+
+impl couchmail_directory::ScriptCheck for RefuseBad {
+    fn check<'a>(
+        &'a self,
+        script: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = couchmail_directory::Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            if script.contains("bad") {
+                let err = couchmail_model::ValidationError::field("script", "line 1: error: unknown command 'bad'.");
+                return Err(err.into());
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn scripts_are_checked_before_they_are_stored() {
+    let (temp, directory) = directory().await;
+    let directory = directory.with_script_check(Arc::new(RefuseBad));
+    create_all(
+        &directory,
+        &[domain("example.com"), mailbox("alice@example.com"), sieve("alice@example.com", "ok", "keep;")],
+    )
+    .await;
+    let err = directory.create(&sieve("alice@example.com", "broken", "bad;")).await.unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Invalid(v) if v.field == "script" && v.message.starts_with("line 1:")),
+        "{err}"
+    );
+    assert!(temp.store.get("sieve:alice@example.com:broken").await.unwrap().is_none());
+}
