@@ -11,6 +11,9 @@
 //! grace period.
 //!
 //! [`Sievec`] runs Pigeonhole's compiler to check a Sieve script before it is stored.
+//! The [`system`] module runs the one-shot tools around the daemons: package
+//! installation, the `vmail` user, `postfix check`, stopping daemons left by
+//! an unclean stop, and flushing Dovecot's auth cache.
 //!
 //! Architecture Invariant: this crate is the only one that spawns processes
 //! (ARCHITECTURE.md), daemons and one-shot tools alike.
@@ -22,6 +25,7 @@
 #![deny(missing_docs)]
 
 mod sievec;
+pub mod system;
 
 pub use sievec::{SieveCheckError, Sievec};
 
