@@ -241,6 +241,16 @@ pub struct SieveEntry {
     owner_len: usize,
     content_id: Box<str>,
     script: Box<str>,
+    /// The content before the last change, one version deep (see
+    /// [`Snapshot::sieve_by_id`](crate::Snapshot::sieve_by_id)).
+    previous: Option<Box<PreviousContent>>,
+}
+
+/// A script's content before its last change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PreviousContent {
+    content_id: Box<str>,
+    script: Box<str>,
 }
 
 impl SieveEntry {
@@ -251,7 +261,29 @@ impl SieveEntry {
             owner_len: owner.len(),
             content_id: sieve.content_id().into_boxed_str(),
             script: sieve.script.as_str().into(),
+            previous: None,
         }
+    }
+
+    /// Makes this entry, which replaces `replaced`, remember the content it
+    /// replaces; a save without a change of content keeps the older one.
+    pub(crate) fn keep_previous(&mut self, replaced: &SieveEntry) {
+        self.previous = if replaced.content_id == self.content_id {
+            replaced.previous.clone()
+        } else {
+            Some(Box::new(PreviousContent { content_id: replaced.content_id.clone(), script: replaced.script.clone() }))
+        };
+    }
+
+    /// The content id the script had before its last change, if it changed
+    /// since the index started.
+    pub fn previous_content_id(&self) -> Option<&str> {
+        self.previous.as_ref().map(|previous| &*previous.content_id)
+    }
+
+    /// The script's previous source, when `content_id` is its previous content id.
+    pub fn previous_script(&self, content_id: &str) -> Option<&str> {
+        self.previous.as_ref().filter(|previous| &*previous.content_id == content_id).map(|previous| &*previous.script)
     }
 
     /// The mailbox the script belongs to.

@@ -107,16 +107,20 @@ pub async fn follow_with(
             continue;
         }
         let mut next = (*current).clone();
+        let mut changed_ids = Vec::with_capacity(batch.changes.len());
         for change in &batch.changes {
-            if let Applied::Skipped(skipped) = next.apply_change(change) {
-                tracing::warn!(
-                    id = skipped.id,
-                    rev = %skipped.rev,
-                    seq = %skipped.seq,
-                    reason = skipped.reason,
-                    "skipping an invalid document; its last valid version, if any, stays in the index"
-                );
-                index.record_skipped(skipped);
+            match next.apply_change(change) {
+                Applied::Upserted | Applied::Removed => changed_ids.push(change.id.clone()),
+                Applied::Skipped(skipped) => {
+                    tracing::warn!(
+                        id = skipped.id,
+                        rev = %skipped.rev,
+                        seq = %skipped.seq,
+                        reason = skipped.reason,
+                        "skipping an invalid document; its last valid version, if any, stays in the index"
+                    );
+                    index.record_skipped(skipped);
+                }
             }
         }
         let last_seq = batch.last_seq.or_else(|| current.last_seq().cloned());
@@ -132,7 +136,12 @@ pub async fn follow_with(
                 "index ready"
             );
         }
-        index.publish(next);
+        if current.is_ready() {
+            index.publish_changes(next, changed_ids);
+        } else {
+            // The batches that build the index are the whole store, not changes to it.
+            index.publish(next);
+        }
     }
     tracing::info!("stopped following the changes feed");
 }

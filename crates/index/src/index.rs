@@ -6,12 +6,16 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use couchmail_store::Seq;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::{Counts, SkippedDocument, Snapshot};
 
 /// How many skipped documents [`Health::recent_skipped`] keeps.
 pub const RECENT_SKIPPED_CAPACITY: usize = 64;
+
+/// How many batches of changed ids [`Index::subscribe_changes`] holds for
+/// a receiver that has not read them yet; older ones are lost to it.
+pub const CHANGES_CAPACITY: usize = 256;
 
 /// The index shared by every server: share it as `Arc<Index>`.
 ///
@@ -22,6 +26,7 @@ pub const RECENT_SKIPPED_CAPACITY: usize = 64;
 pub struct Index {
     current: ArcSwap<Snapshot>,
     published: watch::Sender<Option<Seq>>,
+    changes: broadcast::Sender<Arc<[String]>>,
     log: Mutex<FollowerLog>,
 }
 
@@ -69,6 +74,7 @@ impl Index {
         Index {
             current: ArcSwap::from_pointee(snapshot),
             published: watch::Sender::new(last_seq),
+            changes: broadcast::Sender::new(CHANGES_CAPACITY),
             log: Mutex::new(FollowerLog::default()),
         }
     }
@@ -124,6 +130,36 @@ impl Index {
         let last_seq = snapshot.last_seq().cloned();
         self.current.store(Arc::new(snapshot));
         self.published.send_replace(last_seq);
+    }
+
+    /// A receiver of the `_id`s of the documents each published batch
+    /// changed (inserted, replaced or deleted; invalid revisions, which
+    /// change nothing, are left out), sent just after the snapshot that
+    /// holds them is published. Batches that change nothing are not sent.
+    ///
+    /// Batches applied while the index is being built (until it is first
+    /// ready) are the whole store rather than changes, and are not sent: a
+    /// cache that may hold answers from before then (from an earlier
+    /// couchmail, say) should be flushed whole once the index is ready.
+    ///
+    /// This is how caches outside the index, such as Dovecot's auth cache,
+    /// learn what to forget. A receiver that falls more than
+    /// [`CHANGES_CAPACITY`] batches behind loses the oldest ones: its next
+    /// `recv` returns [`broadcast::error::RecvError::Lagged`], and the
+    /// caller should then flush everything it caches.
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<Arc<[String]>> {
+        self.changes.subscribe()
+    }
+
+    /// Publishes `snapshot` as [`Index::publish`] does, then tells
+    /// [`Index::subscribe_changes`] receivers which documents it changed.
+    /// The follower calls this; tests of servers may too.
+    pub fn publish_changes(&self, snapshot: Snapshot, changed_ids: Vec<String>) {
+        self.publish(snapshot);
+        if !changed_ids.is_empty() {
+            // No receiver is not an error: nobody caches anything then.
+            let _ = self.changes.send(Arc::from(changed_ids));
+        }
     }
 
     /// The state of the index and its follower.
@@ -208,6 +244,33 @@ mod tests {
         let res = index.wait_until(Snapshot::is_ready, Duration::from_millis(50)).await;
         assert!(res.is_none());
         assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn changed_ids_reach_subscribers_after_the_snapshot() {
+        let index = Index::default();
+        let mut changes = index.subscribe_changes();
+        index.publish_changes(Snapshot::from_documents([domain("example.com")]), vec!["domain:example.com".to_owned()]);
+        let batch = changes.try_recv().unwrap();
+        assert_eq!(&*batch, ["domain:example.com".to_owned()]);
+        assert!(index.snapshot().domain("example.com").is_some(), "the snapshot is published first");
+
+        // A batch that changed nothing is not sent; a plain publish sends nothing.
+        index.publish_changes(Snapshot::from_documents([domain("example.com")]), Vec::new());
+        index.publish(Snapshot::default());
+        assert_eq!(changes.try_recv(), Err(broadcast::error::TryRecvError::Empty));
+    }
+
+    #[test]
+    fn a_lagging_change_subscriber_is_told_so() {
+        let index = Index::default();
+        let mut changes = index.subscribe_changes();
+        for batch_idx in 0..CHANGES_CAPACITY + 3 {
+            index.publish_changes(Snapshot::default(), vec![format!("mailbox:u{batch_idx}@example.com")]);
+        }
+        assert_eq!(changes.try_recv(), Err(broadcast::error::TryRecvError::Lagged(3)));
+        let oldest_kept = changes.try_recv().unwrap();
+        assert_eq!(&*oldest_kept, ["mailbox:u3@example.com".to_owned()]);
     }
 
     #[test]

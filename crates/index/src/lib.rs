@@ -41,5 +41,5 @@ mod snapshot;
 
 pub use entry::{AliasDomainEntry, AliasEntry, DomainEntry, MailboxEntry, SieveEntry};
 pub use follow::{FollowConfig, follow, follow_with};
-pub use index::{Health, Index, RECENT_SKIPPED_CAPACITY};
-pub use snapshot::{Counts, MAX_ALIAS_DEPTH, MAX_ALIAS_VISITS, SkippedDocument, Snapshot};
+pub use index::{CHANGES_CAPACITY, Health, Index, RECENT_SKIPPED_CAPACITY};
+pub use snapshot::{Counts, MAX_ALIAS_DEPTH, MAX_ALIAS_VISITS, Recipient, SkippedDocument, Snapshot};

@@ -12,9 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use couchmail_model::{DocKind, Document, Token};
 use couchmail_store::{Body, Change, Rev, Seq};
 
-use crate::entry::{
-    AliasDomainEntry, AliasEntry, DomainEntry, Keyed, MailboxEntry, OrderedTable, SieveEntry, Table, domain_of,
-};
+use crate::entry::{AliasDomainEntry, AliasEntry, DomainEntry, Keyed, MailboxEntry, OrderedTable, SieveEntry, Table};
 
 /// How many alias hops [`Snapshot::sender_logins`] follows from the address
 /// asked about. The directory refuses loops and long chains are rare, so
@@ -62,6 +60,20 @@ pub struct Counts {
     /// Documents whose latest revision is invalid (their last valid one, if
     /// any, is still served).
     pub invalid_documents: usize,
+}
+
+/// Where mail to a recipient goes (see [`Snapshot::resolve_recipient`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient<'a> {
+    /// An active mailbox in an active domain: delivered as addressed.
+    Mailbox(&'a MailboxEntry),
+    /// An active alias: delivered to its targets.
+    Alias(&'a AliasEntry),
+    /// Neither a mailbox nor an alias: the domain's active catch-all.
+    CatchAll(&'a AliasEntry),
+    /// An address of an alias domain: the same address in the target
+    /// domain, where it resolves.
+    AliasDomain(String),
 }
 
 /// What applying one change did.
@@ -127,7 +139,13 @@ impl Snapshot {
             Document::DomainAlias(alias) => self.alias_domains.insert(AliasDomainEntry::from_document(alias)),
             Document::Mailbox(mailbox) => self.mailboxes.insert(MailboxEntry::from_document(mailbox)),
             Document::Alias(alias) => self.aliases.insert(AliasEntry::from_document(alias)),
-            Document::Sieve(sieve) => self.sieves.insert(SieveEntry::from_document(sieve)),
+            Document::Sieve(sieve) => {
+                let mut entry = SieveEntry::from_document(sieve);
+                if let Some(replaced) = self.sieves.get(entry.key()) {
+                    entry.keep_previous(replaced);
+                }
+                self.sieves.insert(entry);
+            }
             Document::Token(token) => self.tokens.insert(token.clone()),
         }
     }
@@ -259,6 +277,19 @@ impl Snapshot {
         (mailbox.is_active() && domain.is_active()).then_some(mailbox)
     }
 
+    /// The active mailbox (in an active domain) that mail to `address` is
+    /// delivered to: the mailbox at exactly `address`, else at `address`
+    /// without its `+extension` (Postfix's `virtual_mailbox_maps`, which a
+    /// socketmap is asked once, with the whole address).
+    pub fn deliverable_mailbox(&self, address: &str) -> Option<&MailboxEntry> {
+        let address = fold_case(address);
+        if self.mailboxes.get(&address).is_some() {
+            return self.active_mailbox(&address);
+        }
+        let (local, domain) = address.rsplit_once('@')?;
+        self.active_mailbox(&format!("{}@{domain}", strip_extension(local)?))
+    }
+
     /// The quota of the mailbox at `address` in bytes: its own, or else its
     /// domain's default; `None` for no limit (or no such mailbox).
     pub fn mailbox_quota(&self, address: &str) -> Option<u64> {
@@ -272,44 +303,71 @@ impl Snapshot {
         self.aliases.get(&fold_case(key))
     }
 
-    /// What Postfix's `virtual_alias_maps` should answer for `key`.
+    /// How a recipient address resolves, as Postfix's `virtual_alias_maps`
+    /// needs it when the map is a socketmap.
     ///
-    /// Postfix asks for `user@domain`, then for `@domain`, and asks again
-    /// for each address in an answer (until an address maps to itself).
-    /// So, in an active real domain:
-    /// - a mailbox maps to itself, so that the catch-all never swallows it;
-    ///   this holds for an inactive mailbox too, which `virtual_mailbox_maps`
-    ///   then refuses, rather than the catch-all taking its mail;
-    /// - an active alias maps to its targets;
-    /// - `@domain` maps to the active catch-all's targets.
+    /// Postfix sends a socketmap (like any TCP-based table, virtual(5)) the
+    /// whole address once: it does not retry `user@domain` after
+    /// `user+ext@domain`, nor `@domain` after `user@domain`. So those steps
+    /// happen here, and Postfix recurses only on the addresses answered.
     ///
-    /// `user@aliasdomain` maps to `user@targetdomain` only when that address
-    /// resolves (a mailbox, an active alias or an active catch-all of the
-    /// target domain), so that unknown recipients of an alias domain are
-    /// refused at RCPT rather than bounced later; `@aliasdomain` maps to
-    /// nothing for the same reason.
-    /// Anything in an inactive or unknown domain maps to nothing.
-    pub fn virtual_alias(&self, key: &str) -> Option<Vec<String>> {
+    /// In an active real domain, for `user+ext@domain`: the address itself if
+    /// it is a mailbox or an active alias, else `user@domain` (the extension
+    /// stripped at the first `+`, Postfix's `recipient_delimiter`). Then:
+    /// - an active mailbox is [`Recipient::Mailbox`]: it maps to itself (the
+    ///   key as asked, extension kept, so that Dovecot sees it), so that the
+    ///   catch-all never swallows it;
+    /// - an inactive mailbox resolves to nothing, never to the catch-all,
+    ///   so that Postfix refuses it at RCPT (a `virtual_alias_maps` match
+    ///   would make smtpd accept it, and Dovecot bounce it later);
+    /// - an active alias is [`Recipient::Alias`]; an inactive alias is as if
+    ///   it did not exist;
+    /// - anything else goes to the domain's active catch-all ([`Recipient::CatchAll`]).
+    ///
+    /// `@domain` itself resolves to the active catch-all of an active real domain.
+    /// `user+ext@aliasdomain` resolves to [`Recipient::AliasDomain`] with
+    /// `user+ext@targetdomain` only when that address resolves by these
+    /// same rules, so that unknown recipients of an alias domain are refused
+    /// at RCPT rather than bounced later; `@aliasdomain` resolves to nothing.
+    /// Anything in an inactive or unknown domain, or with an `@` in its
+    /// local part, resolves to nothing.
+    pub fn resolve_recipient(&self, key: &str) -> Option<Recipient<'_>> {
         let key = fold_case(key);
         let (local, domain) = key.rsplit_once('@')?;
+        if local.contains('@') {
+            // No address of ours has one, and a catch-all should not take such garbage either.
+            return None;
+        }
         if let Some(domain_entry) = self.domains.get(domain) {
             if !domain_entry.is_active() {
                 return None;
             }
             if local.is_empty() {
-                return self.active_alias(&key).map(owned_targets);
+                return self.active_alias(&key).map(Recipient::CatchAll);
             }
-            if self.mailboxes.get(&key).is_some() {
-                return Some(vec![key.into_owned()]);
-            }
-            return self.active_alias(&key).map(owned_targets);
+            return self.resolve_in_real_domain(&key, local, domain);
         }
         let target_domain = self.alias_domain_target(domain)?;
         if local.is_empty() {
             return None;
         }
         let rewritten = format!("{local}@{target_domain}");
-        self.resolves_in_real_domain(&rewritten).then(|| vec![rewritten])
+        self.resolve_in_real_domain(&rewritten, local, target_domain)?;
+        Some(Recipient::AliasDomain(rewritten))
+    }
+
+    /// What Postfix's `virtual_alias_maps` should answer for `key`: the
+    /// addresses of [`Snapshot::resolve_recipient`], where a mailbox is the
+    /// key itself (in lower case, extension kept).
+    ///
+    /// Postfix asks again for each address in an answer, until an address
+    /// maps to itself.
+    pub fn virtual_alias(&self, key: &str) -> Option<Vec<String>> {
+        Some(match self.resolve_recipient(key)? {
+            Recipient::Mailbox(_) => vec![fold_case(key).into_owned()],
+            Recipient::Alias(alias) | Recipient::CatchAll(alias) => owned_targets(alias),
+            Recipient::AliasDomain(rewritten) => vec![rewritten],
+        })
     }
 
     /// The SASL logins allowed to send as `address`, sorted (Postfix's
@@ -318,7 +376,9 @@ impl Snapshot {
     /// An active mailbox may send as itself; an alias may be used by the
     /// active local mailboxes it reaches, through other aliases too; an
     /// alias-domain address is treated as the same address in the target
-    /// domain. Catch-alls grant nothing: they would let a user send as any
+    /// domain; `user+ext@domain` that is neither a mailbox nor an active
+    /// alias is treated as `user@domain`, as mail to it is delivered.
+    /// Catch-alls grant nothing: they would let a user send as any
     /// unknown address of the domain.
     /// Chains are followed at most [`MAX_ALIAS_DEPTH`] hops and
     /// [`MAX_ALIAS_VISITS`] addresses, each at most once, so loops end.
@@ -334,6 +394,7 @@ impl Snapshot {
             let Some(candidate) = self.in_served_domain(&candidate) else {
                 continue;
             };
+            let candidate = self.without_unknown_extension(candidate);
             if !visited.insert(candidate.clone()) {
                 continue;
             }
@@ -361,9 +422,20 @@ impl Snapshot {
         Some((script.content_id(), script.script()))
     }
 
-    /// The script of `user` whose content id is `id`.
+    /// The script of `user` whose content id is `id`: the current content of
+    /// one of their scripts, or else the content a script had before its
+    /// last change.
+    ///
+    /// Pigeonhole reads a script in two lookups, name → id then id → text;
+    /// answering the previous id too means a script replaced between the
+    /// two is still read whole (its old version, this once), instead of the
+    /// delivery failing. A script deleted between the two is not found, and
+    /// that delivery is deferred and retried.
     pub fn sieve_by_id(&self, user: &str, id: &str) -> Option<&str> {
-        self.sieve_scripts(user).find(|script| script.content_id() == id).map(SieveEntry::script)
+        self.sieve_scripts(user)
+            .find(|script| script.content_id() == id)
+            .map(SieveEntry::script)
+            .or_else(|| self.sieve_scripts(user).find_map(|script| script.previous_script(id)))
     }
 
     /// The script of `user` called `name`.
@@ -408,15 +480,41 @@ impl Snapshot {
         self.aliases.get(key).filter(|alias| alias.is_active())
     }
 
-    /// Whether `address`, in an active real domain, reaches someone: a
-    /// mailbox, an active alias, or the domain's active catch-all.
-    fn resolves_in_real_domain(&self, address: &str) -> bool {
-        let Some(domain) = domain_of(address) else {
-            return false;
+    /// Whether `address` is a mailbox or an active alias, exactly.
+    fn is_known_address(&self, address: &str) -> bool {
+        self.mailboxes.get(address).is_some() || self.active_alias(address).is_some()
+    }
+
+    /// How `address` (`local@domain`, `domain` an active real domain,
+    /// `local` not empty) resolves; see [`Snapshot::resolve_recipient`].
+    fn resolve_in_real_domain(&self, address: &str, local: &str, domain: &str) -> Option<Recipient<'_>> {
+        let stripped;
+        let base = match strip_extension(local) {
+            Some(user) if !self.is_known_address(address) => {
+                stripped = format!("{user}@{domain}");
+                stripped.as_str()
+            }
+            _ => address,
         };
-        self.mailboxes.get(address).is_some()
-            || self.active_alias(address).is_some()
-            || self.active_alias(&format!("@{domain}")).is_some()
+        if let Some(mailbox) = self.mailboxes.get(base) {
+            return mailbox.is_active().then_some(Recipient::Mailbox(mailbox));
+        }
+        if let Some(alias) = self.active_alias(base) {
+            return Some(Recipient::Alias(alias));
+        }
+        self.active_alias(&format!("@{domain}")).map(Recipient::CatchAll)
+    }
+
+    /// `address` without its `+extension` when it has one and is neither a
+    /// mailbox nor an active alias itself.
+    fn without_unknown_extension(&self, address: String) -> String {
+        let Some((local, domain)) = address.rsplit_once('@') else {
+            return address;
+        };
+        match strip_extension(local) {
+            Some(user) if !self.is_known_address(&address) => format!("{user}@{domain}"),
+            _ => address,
+        }
     }
 
     /// `address` as it lives in an active real domain: itself, rewritten
@@ -431,6 +529,13 @@ impl Snapshot {
         }
         self.alias_domain_target(domain).map(|target| format!("{local}@{target}"))
     }
+}
+
+/// The local part before its `+extension` (Postfix's `recipient_delimiter`
+/// is `+`, split at the first one); `None` when there is no extension, or
+/// nothing before it.
+fn strip_extension(local: &str) -> Option<&str> {
+    local.split_once('+').map(|(user, _)| user).filter(|user| !user.is_empty())
 }
 
 /// Folds upper-case ASCII to lower case, allocating only when there is some.
@@ -588,19 +693,51 @@ mod tests {
     }
 
     #[test]
+    fn deliverable_mailboxes_strip_the_extension() {
+        let snapshot = world();
+        let delivered_to = |address: &str| snapshot.deliverable_mailbox(address).map(MailboxEntry::address);
+        assert_eq!(delivered_to("alice@example.com"), Some("alice@example.com"));
+        assert_eq!(delivered_to("Alice+Tag@example.com"), Some("alice@example.com"));
+        assert_eq!(delivered_to("carol@example.com"), None, "inactive");
+        assert_eq!(delivered_to("carol+x@example.com"), None, "inactive");
+        assert_eq!(delivered_to("dave+x@off.example"), None, "inactive domain");
+        assert_eq!(delivered_to("info@example.com"), None, "an alias");
+        assert_eq!(delivered_to("alice@example.net"), None, "alias domains are rewritten by virtual_alias_maps");
+        for garbage in ["", "@", "+@example.com", "+x@example.com", "alice+x", "@example.com"] {
+            assert_eq!(delivered_to(garbage), None, "{garbage}");
+        }
+    }
+
+    #[test]
     fn virtual_alias_answers_as_postfix_needs() {
         let snapshot = world();
         let cases: &[(&str, Option<&[&str]>)] = &[
             // A mailbox maps to itself, so the catch-all cannot swallow it.
             ("alice@example.com", Some(&["alice@example.com"])),
             ("ALICE@example.com", Some(&["alice@example.com"])),
-            // An inactive mailbox too: the mailbox map then refuses it.
-            ("carol@example.com", Some(&["carol@example.com"])),
+            // An inactive mailbox resolves to nothing, and never to the catch-all.
+            ("carol@example.com", None),
+            ("carol+x@example.com", None),
+            ("carol@example.net", None),
             ("info@example.com", Some(&["alice@example.com", "bob@example.com"])),
             ("team@example.com", Some(&["info@example.com", "someone@elsewhere.example"])),
-            // An inactive alias is as if it did not exist: Postfix then asks for the catch-all.
-            ("old@example.com", None),
-            ("nobody@example.com", None),
+            // An inactive alias is as if it did not exist: the catch-all takes its mail.
+            ("old@example.com", Some(&["alice@example.com"])),
+            // Postfix asks a socketmap once, so the catch-all is applied here.
+            ("nobody@example.com", Some(&["alice@example.com"])),
+            ("Nobody@Example.com", Some(&["alice@example.com"])),
+            // Plus-addressing: a mailbox keeps its extension, an alias and the catch-all take the mail.
+            ("alice+tag@example.com", Some(&["alice+tag@example.com"])),
+            ("Alice+Tag@Example.COM", Some(&["alice+tag@example.com"])),
+            ("alice+a+b@example.com", Some(&["alice+a+b@example.com"])),
+            ("info+x@example.com", Some(&["alice@example.com", "bob@example.com"])),
+            ("nobody+x@example.com", Some(&["alice@example.com"])),
+            ("erin+x@example.org", Some(&["erin+x@example.org"])),
+            ("nobody+x@example.org", None),
+            ("+x@example.org", None),
+            ("alice+tag@example.net", Some(&["alice+tag@example.com"])),
+            ("erin+x@example.info", Some(&["erin+x@example.org"])),
+            ("nobody+x@example.info", None),
             ("@example.com", Some(&["alice@example.com"])),
             ("@example.org", None),
             ("nobody@example.org", None),
@@ -743,13 +880,92 @@ mod tests {
 
         assert_eq!(snapshot.apply_change(&change(8, "mailbox:bob@example.com", None)), Applied::Removed);
         assert!(snapshot.mailbox("bob@example.com").is_none());
-        assert_eq!(snapshot.virtual_alias("bob@example.com"), None);
+        assert_eq!(snapshot.virtual_alias("bob@example.com"), Some(strings(&["alice@example.com"])), "the catch-all");
         assert_eq!(snapshot.sender_logins("info@example.com"), strings(&["alice@example.com"]));
         assert_eq!(snapshot.counts().mailboxes, before.mailboxes - 1);
 
         assert_eq!(snapshot.apply_change(&change(9, "alias:@example.com", None)), Applied::Removed);
         assert_eq!(snapshot.virtual_alias("@example.com"), None);
         assert_eq!(snapshot.virtual_alias("nobody@example.net"), None, "no catch-all, no rewrite");
+    }
+
+    #[test]
+    fn an_address_with_an_extension_that_exists_itself_wins() {
+        let snapshot = Snapshot::from_documents([
+            domain("example.com"),
+            domain_alias("example.net", "example.com"),
+            mailbox("bob@example.com"),
+            mailbox("carol@example.com"),
+            mailbox("erin+work@example.com"),
+            alias("bob+lists@example.com", &["carol@example.com"]),
+            inactive(alias("bob+old@example.com", &["carol@example.com"])),
+        ]);
+        let cases: &[(&str, Option<&[&str]>)] = &[
+            ("bob+lists@example.com", Some(&["carol@example.com"])),
+            ("bob+lists@example.net", Some(&["bob+lists@example.com"])),
+            ("bob+old@example.com", Some(&["bob+old@example.com"])),
+            ("bob+other@example.com", Some(&["bob+other@example.com"])),
+            ("erin+work@example.com", Some(&["erin+work@example.com"])),
+            ("erin+home@example.com", None),
+            ("erin@example.com", None),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(snapshot.virtual_alias(key), expected.map(strings), "{key}");
+        }
+        assert!(matches!(snapshot.resolve_recipient("bob+lists@example.com"), Some(Recipient::Alias(_))));
+        assert!(
+            matches!(snapshot.resolve_recipient("bob+x@example.com"), Some(Recipient::Mailbox(bob)) if bob.address() == "bob@example.com")
+        );
+
+        assert_eq!(snapshot.sender_logins("bob+lists@example.com"), strings(&["carol@example.com"]));
+        assert_eq!(snapshot.sender_logins("bob+old@example.com"), strings(&["bob@example.com"]));
+        assert_eq!(snapshot.sender_logins("bob+x@example.net"), strings(&["bob@example.com"]));
+        assert_eq!(snapshot.sender_logins("erin+work@example.com"), strings(&["erin+work@example.com"]));
+        assert_eq!(snapshot.sender_logins("erin+home@example.com"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn resolve_recipient_names_what_it_found() {
+        let snapshot = world();
+        assert!(matches!(snapshot.resolve_recipient("alice@example.com"), Some(Recipient::Mailbox(_))));
+        assert!(matches!(snapshot.resolve_recipient("info@example.com"), Some(Recipient::Alias(_))));
+        assert!(
+            matches!(snapshot.resolve_recipient("nobody@example.com"), Some(Recipient::CatchAll(all)) if all.key() == "@example.com")
+        );
+        assert!(matches!(snapshot.resolve_recipient("@example.com"), Some(Recipient::CatchAll(_))));
+        assert_eq!(
+            snapshot.resolve_recipient("nobody@example.net"),
+            Some(Recipient::AliasDomain("nobody@example.com".to_owned()))
+        );
+        assert_eq!(snapshot.resolve_recipient("carol@example.com"), None);
+    }
+
+    #[test]
+    fn a_replaced_sieve_script_keeps_its_previous_content_one_version_deep() {
+        let mut snapshot = world();
+        let first_id = snapshot.sieve("alice@example.com", "main").unwrap().content_id().to_owned();
+        assert_eq!(snapshot.sieve("alice@example.com", "main").unwrap().previous_content_id(), None);
+
+        snapshot.insert_document(&sieve("alice@example.com", "main", "stop;\n"));
+        let second_id = snapshot.sieve("alice@example.com", "main").unwrap().content_id().to_owned();
+        assert_eq!(snapshot.sieve("alice@example.com", "main").unwrap().previous_content_id(), Some(&*first_id));
+        // Pigeonhole read the name before the change and the data after it: the old text still answers.
+        assert_eq!(snapshot.sieve_by_id("alice@example.com", &first_id), Some("keep;\n"));
+        assert_eq!(snapshot.sieve_by_id("alice@example.com", &second_id), Some("stop;\n"));
+        assert_eq!(snapshot.sieve_by_id("bob@example.com", &second_id), None, "another user's id");
+
+        // Saving the same content again keeps the previous version.
+        snapshot.insert_document(&sieve("alice@example.com", "main", "stop;\n"));
+        assert_eq!(snapshot.sieve_by_id("alice@example.com", &first_id), Some("keep;\n"));
+
+        // One version deep: a third content forgets the first.
+        snapshot.insert_document(&sieve("alice@example.com", "main", "discard;\n"));
+        assert_eq!(snapshot.sieve_by_id("alice@example.com", &first_id), None);
+        assert_eq!(snapshot.sieve_by_id("alice@example.com", &second_id), Some("stop;\n"));
+
+        // Deleting the script forgets every version.
+        assert!(snapshot.remove_document("sieve:alice@example.com:main"));
+        assert_eq!(snapshot.sieve_by_id("alice@example.com", &second_id), None);
     }
 
     #[test]

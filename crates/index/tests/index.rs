@@ -184,7 +184,7 @@ async fn changes_become_visible_within_a_second() {
     store.delete("mailbox:dan@example.com", &rev).await.unwrap();
     let snapshot = index.wait_until(|snapshot| snapshot.mailbox("dan@example.com").is_none(), PATIENCE).await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(1));
-    assert_eq!(snapshot.virtual_alias("dan@example.com"), None);
+    assert_eq!(snapshot.virtual_alias("dan@example.com"), Some(strings(&["alice@example.com"])));
     assert_eq!(snapshot.virtual_alias("@example.com"), Some(strings(&["alice@example.com"])));
 
     // A domain removed takes everything in it out of service.
@@ -407,7 +407,11 @@ async fn a_new_follower_rebuilds_the_same_state() {
     assert_eq!(first_snapshot.counts(), second_snapshot.counts());
     assert_eq!(second_snapshot.last_seq(), first_snapshot.last_seq());
     assert!(second_snapshot.alias("info@example.com").is_none(), "the tombstone is honoured");
-    assert_eq!(second_snapshot.virtual_alias("info@example.com"), None);
+    assert_eq!(
+        second_snapshot.virtual_alias("info@example.com"),
+        Some(strings(&["alice@example.com"])),
+        "the catch-all"
+    );
     second.stop().await;
 }
 
@@ -422,4 +426,34 @@ async fn the_follower_stops_during_a_long_poll() {
     let started = Instant::now();
     running.stop().await;
     assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn the_follower_tells_which_documents_each_batch_changed() {
+    let temp = TempStore::new().await;
+    let store: Arc<dyn Store> = temp.store.clone();
+    for document in world() {
+        put(&*store, &document).await;
+    }
+    let running = Running::start(Arc::clone(&store), quick_config());
+    let mut changes = running.index.subscribe_changes();
+    running.ready().await;
+
+    let bob_rev = store.get("mailbox:bob@example.com").await.unwrap().unwrap().rev;
+    put_raw(&*store, "mailbox:bob@example.com", Some(&bob_rev), json!({ "type": "mailbox", "active": false })).await;
+    // An invalid revision changes nothing, so it is not reported.
+    put_raw(&*store, "gadget:x", None, json!({ "type": "gadget" })).await;
+    let alias_rev = store.get("alias:info@example.com").await.unwrap().unwrap().rev;
+    store.delete("alias:info@example.com", &alias_rev).await.unwrap();
+    put(&*store, &domain("example.biz")).await;
+
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let batch = tokio::time::timeout(PATIENCE, changes.recv()).await.expect("a batch arrives").unwrap();
+        seen.extend(batch.iter().cloned());
+    }
+    // The building batches were not sent: only what changed after the index was ready.
+    assert_eq!(seen, strings(&["mailbox:bob@example.com", "alias:info@example.com", "domain:example.biz"]));
+    assert!(running.index.snapshot().domain("example.biz").is_some(), "sent after the snapshot is published");
+    running.stop().await;
 }
