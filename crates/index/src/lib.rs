@@ -4,12 +4,13 @@
 //! A [`Snapshot`] is an immutable view built from the store's documents:
 //! domains, alias domains, mailboxes, aliases and catch-alls, Sieve scripts
 //! and API tokens, with the lookups Postfix and Dovecot need
-//! ([`Snapshot::virtual_alias`], [`Snapshot::sender_logins`],
-//! [`Snapshot::active_sieve`], …).
+//! ([`Snapshot::resolve_recipient`], [`Snapshot::deliverable_mailbox`],
+//! [`Snapshot::sender_logins`], [`Snapshot::active_sieve`], …).
 //! The [`Index`] holds the current snapshot for every server to share; the
 //! follower ([`follow`]) reads the store's changes feed, applies each batch
 //! to a copy of the snapshot (persistent maps: O(1) to copy, O(log n) to
-//! change) and swaps it in atomically.
+//! change) and swaps it in atomically, then tells [`Index::subscribe_changes`]
+//! receivers which documents the batch changed (for caches to flush).
 //! Until the feed has been drained once the snapshot is not ready, and the
 //! daemons answer with a temporary failure (DESIGN.md §1).
 //!
@@ -27,9 +28,9 @@
 //!     doc("mailbox:alice@example.com", serde_json::json!({ "type": "mailbox" })),
 //!     doc("alias:@example.com", serde_json::json!({ "type": "alias", "targets": ["alice@example.com"] })),
 //! ]);
-//! // A mailbox maps to itself, so the catch-all does not swallow it.
-//! assert_eq!(snapshot.virtual_alias("alice@example.com"), Some(vec!["alice@example.com".to_owned()]));
-//! assert_eq!(snapshot.virtual_alias("@example.com"), Some(vec!["alice@example.com".to_owned()]));
+//! // A mailbox maps to itself, so the catch-all does not swallow it; the rest goes to the catch-all.
+//! assert_eq!(snapshot.virtual_alias("alice+news@example.com"), Some(vec!["alice+news@example.com".to_owned()]));
+//! assert_eq!(snapshot.virtual_alias("nobody@example.com"), Some(vec!["alice@example.com".to_owned()]));
 //! assert_eq!(snapshot.sender_logins("alice@example.com"), ["alice@example.com"]);
 //! ```
 #![deny(missing_docs)]

@@ -6,6 +6,12 @@
 //!
 //! - [`Maps`]: Postfix's lookup tables (`domains`, `alias-domains`, `mailboxes`,
 //!   `aliases`, `senders`) for the socketmap server ([`couchmail_socketmap::Lookup`]).
+//! - [`IndexSieve`]: users' Sieve scripts for Pigeonhole's dict storage
+//!   ([`couchmail_dovecot_dict::SieveScripts`], served through `SieveDict`).
+//! - [`Accounts`]: Dovecot's passdb, userdb and user iteration
+//!   ([`couchmail_dovecot_auth::AuthLookup`]), with homes laid out by [`MailLayout`].
+//! - [`users_to_flush`]: which of Dovecot's cached auth answers a batch of
+//!   changed documents (from `Index::subscribe_changes`) makes stale, as a [`Flush`].
 //!
 //! Every adapter answers a temporary failure while the index is not ready,
 //! so mail is deferred and logins fail temporarily, never for good.
@@ -31,6 +37,12 @@
 //! ```
 #![deny(missing_docs)]
 
+mod accounts;
+mod flush;
 mod maps;
+mod sieve;
 
+pub use accounts::{Accounts, MailLayout};
+pub use flush::{Flush, users_to_flush};
 pub use maps::{MAP_NAMES, Maps, NOT_READY};
+pub use sieve::IndexSieve;
