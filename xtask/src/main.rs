@@ -26,6 +26,8 @@ Tasks:
                 need (installed when missing, as root), formatting, tidy,
                 clippy, all tests (unit, integration, end-to-end, doc), then
                 each fuzz target for N seconds (default 20; 0 skips)
+  packages      install the Debian packages the tests need and create the
+                vmail account (as root; the first step of `test`)
   tidy          source rules: every .rs opens with //!, no #[ignore] or #[should_panic]
   fuzz [--seconds N] [TARGET…]
                 run the fuzz targets longer (default 300 s each) and rewrite
@@ -45,6 +47,7 @@ fn main() -> Result<()> {
     match task.as_str() {
         "run" => run(&rest),
         "test" => test(&root, &rest),
+        "packages" => packages::ensure(),
         "tidy" => tidy::check(&root),
         "fuzz" => fuzz::long(&root, &rest),
         "bench" => bench::run(&root, &rest),

@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
@@ -97,7 +97,7 @@ fn not_installed(packages: &[&str], dpkg_query_output: &str) -> Vec<String> {
 fn install(missing: &[String]) -> Result<()> {
     eprintln!("packages: installing {}", missing.join(" "));
     preseed_postfix()?;
-    let _policy = PolicyRcDGuard::install()?;
+    let _policy = PolicyRcDGuard::install(Path::new(POLICY_RC_D))?;
     apt_get(&["update", "-q"])?;
     let mut install_args = vec![
         "install",
@@ -148,32 +148,32 @@ fn apt_get(args: &[&str]) -> Result<()> {
 
 /// A `policy-rc.d` that forbids starting services, present while it lives; one that was already there is left alone.
 struct PolicyRcDGuard {
-    created: bool,
+    /// The file this guard wrote and must remove, if it wrote one.
+    created: Option<PathBuf>,
 }
 
 impl PolicyRcDGuard {
-    fn install() -> Result<PolicyRcDGuard> {
-        let path = Path::new(POLICY_RC_D);
+    fn install(path: &Path) -> Result<PolicyRcDGuard> {
+        let shown = path.display();
         if path.exists() {
-            eprintln!("packages: {POLICY_RC_D} exists already; leaving it as it is");
-            return Ok(PolicyRcDGuard { created: false });
+            eprintln!("packages: {shown} exists already; leaving it as it is");
+            return Ok(PolicyRcDGuard { created: None });
         }
-        std::fs::write(path, POLICY_RC_D_SCRIPT).with_context(|| format!("cannot write {POLICY_RC_D}"))?;
+        std::fs::write(path, POLICY_RC_D_SCRIPT).with_context(|| format!("cannot write {shown}"))?;
+        let guard = PolicyRcDGuard { created: Some(path.to_path_buf()) };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-            .with_context(|| format!("cannot make {POLICY_RC_D} executable"))?;
-        eprintln!("packages: wrote {POLICY_RC_D} (exit 101) so that no daemon starts during the install");
-        Ok(PolicyRcDGuard { created: true })
+            .with_context(|| format!("cannot make {shown} executable"))?;
+        eprintln!("packages: wrote {shown} (exit 101) so that no daemon starts during the install");
+        Ok(guard)
     }
 }
 
 impl Drop for PolicyRcDGuard {
     fn drop(&mut self) {
-        if !self.created {
-            return;
-        }
-        match std::fs::remove_file(POLICY_RC_D) {
-            Ok(()) => eprintln!("packages: removed {POLICY_RC_D}"),
-            Err(err) => eprintln!("packages: warning: cannot remove {POLICY_RC_D}: {err}"),
+        let Some(path) = &self.created else { return };
+        match std::fs::remove_file(path) {
+            Ok(()) => eprintln!("packages: removed {}", path.display()),
+            Err(err) => eprintln!("packages: warning: cannot remove {}: {err}", path.display()),
         }
     }
 }
@@ -269,6 +269,27 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), DEBIAN_PACKAGES.len());
+    }
+
+    #[test]
+    fn policy_rc_d_lives_as_long_as_its_guard_and_a_foreign_one_stays() {
+        let dir = std::env::temp_dir().join(format!("xtask-policy-rc-d-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("policy-rc.d");
+        {
+            let _guard = PolicyRcDGuard::install(&path).unwrap();
+            // Run through sh rather than exec'd: another test thread forking while the file was open for writing
+            // would make exec fail with ETXTBSY.
+            let status = Command::new("sh").arg(&path).status().unwrap();
+            assert_eq!(status.code(), Some(101), "policy-rc.d must forbid starting services");
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o755);
+        }
+        assert!(!path.exists(), "the guard must remove the file it wrote");
+
+        std::fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
+        drop(PolicyRcDGuard::install(&path).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "#!/bin/sh\nexit 0\n");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
