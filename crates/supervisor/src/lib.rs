@@ -3,7 +3,9 @@
 //!
 //! Each daemon is described by a [`ProcessSpec`] and runs in the foreground
 //! (`postfix start-fg`, `dovecot -F`) in a process group of its own, so that
-//! stopping it reaches every process it forked and leaves no orphans.
+//! stopping it reaches every process it forked and leaves no orphans; a
+//! descendant that moved to a session of its own (Postfix's `master` under
+//! `postfix start-fg`) is found through `/proc` and stopped with it.
 //! [`Supervisor::run`] starts the daemons in order, restarts any that exits
 //! (waiting 1 s, then twice as long each time, up to a minute; a daemon that
 //! ran for a minute starts over at 1 s), and on shutdown stops them in
@@ -247,20 +249,105 @@ fn spawn(spec: &ProcessSpec) -> std::io::Result<Child> {
 }
 
 /// Asks the daemon's process group to stop, and kills it after the grace period.
+///
+/// A daemon may move some of its processes into a process group of their
+/// own: `postfix start-fg` runs a shell whose child, Postfix's `master`,
+/// calls `setsid`. Those groups are found by walking the process tree below
+/// the daemon before signalling, and get the same signals, so that stopping
+/// the shell does not orphan the master and its children.
 async fn stop_child(spec: &ProcessSpec, mut child: Child) {
     let Some(pid) = child.id() else { return };
-    signal_group(pid, spec.stop_signal.signal());
-    match tokio::time::timeout(spec.stop_timeout, child.wait()).await {
-        Ok(_) => tracing::info!(daemon = %spec.name, "stopped"),
+    let groups: Vec<u32> = std::iter::once(pid).chain(descendant_groups(pid)).collect();
+    for group in &groups {
+        signal_group(*group, spec.stop_signal.signal());
+    }
+    let deadline = tokio::time::Instant::now() + spec.stop_timeout;
+    let stopped = async {
+        let _ = child.wait().await;
+        while groups.iter().any(|group| group_alive(*group)) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    match tokio::time::timeout_at(deadline, stopped).await {
+        Ok(()) => tracing::info!(daemon = %spec.name, "stopped"),
         Err(_) => tracing::warn!(daemon = %spec.name, timeout = ?spec.stop_timeout, "did not stop in time; killing it"),
     }
     // Children that outlived their leader, or a leader that ignored the signal.
-    signal_group(pid, Signal::KILL);
+    for group in &groups {
+        signal_group(*group, Signal::KILL);
+    }
     let _ = child.wait().await;
+}
+
+/// The process groups led by descendants of `root` that left `root`'s group
+/// (by `setsid` or `setpgid`), read from `/proc`.
+fn descendant_groups(root: u32) -> Vec<u32> {
+    let processes = processes();
+    let mut below = vec![root];
+    let mut groups = Vec::new();
+    let mut next_idx = 0;
+    while let Some(&parent) = below.get(next_idx) {
+        next_idx += 1;
+        for &(pid, _, ppid, pgid) in &processes {
+            if ppid == parent && !below.contains(&pid) {
+                below.push(pid);
+                if pgid != root && !groups.contains(&pgid) {
+                    groups.push(pgid);
+                }
+            }
+        }
+    }
+    groups
+}
+
+/// State, parent pid and process group from the text of `/proc/PID/stat`
+/// (`pid (comm) state ppid pgrp …`; the command may hold spaces and parentheses).
+fn parse_stat(stat: &str) -> Option<(char, u32, u32)> {
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgid = fields.next()?.parse().ok()?;
+    Some((state, ppid, pgid))
+}
+
+/// (pid, state, parent pid, process group) of every process, from `/proc`.
+fn processes() -> Vec<(u32, char, u32, u32)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            parse_stat(&stat).map(|(state, ppid, pgid)| (pid, state, ppid, pgid))
+        })
+        .collect()
+}
+
+/// Whether a live (not zombie) process of group `pgid` is left.
+fn group_alive(pgid: u32) -> bool {
+    processes().iter().any(|&(_, state, _, group)| group == pgid && state != 'Z')
 }
 
 fn signal_group(pid: u32, signal: Signal) {
     let Some(pgid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else { return };
     // ESRCH (the group is already gone) is the expected outcome after a clean exit.
     let _ = rustix::process::kill_process_group(pgid, signal);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_with_odd_command_names() {
+        assert_eq!(parse_stat("42 (master) S 7 42 42 0 -1"), Some(('S', 7, 42)));
+        assert_eq!(parse_stat("43 (a b) (c)) Z 1 9 9"), Some(('Z', 1, 9)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn this_process_is_alive_in_its_group() {
+        let (_, _, pgid) = parse_stat(&std::fs::read_to_string("/proc/self/stat").unwrap()).unwrap();
+        assert!(group_alive(pgid));
+        assert!(descendant_groups(u32::MAX - 1).is_empty());
+    }
 }

@@ -60,6 +60,33 @@ async fn stop_reaches_the_whole_process_group() {
     assert_eq!(supervisor.status()[0].state, State::Stopped);
 }
 
+/// `postfix start-fg` runs a shell whose child, Postfix's master, calls
+/// `setsid`: the stop must reach that other process group and its children.
+#[tokio::test]
+async fn stop_reaches_a_child_that_left_the_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    // setsid(1) runs its command in a new session; the command forks a child of its own.
+    let script = format!(
+        "setsid sh -c 'sleep 300 & echo $! >> {p}; echo $$ >> {p}; wait'; echo shell-ended",
+        p = pids.display()
+    );
+    let supervisor = Supervisor::default();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn({
+        let supervisor = supervisor.clone();
+        let spec = shell("setsid-forker", &script, &dir.path().join("log"));
+        async move { supervisor.run(vec![spec], async { stop_rx.await.unwrap_or(()) }).await }
+    });
+    wait_for("both pids", Duration::from_secs(5), || pids_in(&pids).len() == 2).await;
+    let started = pids_in(&pids);
+    assert!(started.iter().all(|&pid| alive(pid)));
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), run).await.unwrap().unwrap().unwrap();
+    wait_for("no survivors", Duration::from_secs(2), || started.iter().all(|&pid| !alive(pid))).await;
+}
+
 #[tokio::test]
 async fn a_daemon_that_ignores_the_stop_signal_is_killed() {
     let dir = tempfile::tempdir().unwrap();
