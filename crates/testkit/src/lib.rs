@@ -1,11 +1,13 @@
 //! Test helpers shared by CouchMail's crates.
 //!
 //! [`TempStore`] is a SQLite store in a temporary directory that disappears
-//! with it; [`fixtures`] builds valid documents with few words.
-//! Later issues add the harness that runs real Postfix and Dovecot here.
+//! with it; [`fixtures`] builds valid documents with few words; [`stack`]
+//! runs `couchmail up` with real Postfix and Dovecot and speaks SMTP, IMAP
+//! and the REST API to it.
 #![deny(missing_docs)]
 
 pub mod fixtures;
+pub mod stack;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,0 +1,92 @@
+//! A blocking client of couchmail's REST API for tests: every call returns
+//! the status, the ETag and the JSON body, and panics only when the server
+//! cannot be reached at all.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The REST API of one stack, acting with one bearer token.
+#[derive(Clone, Debug)]
+pub struct Api {
+    client: reqwest::blocking::Client,
+    base_url: String,
+    bearer: String,
+}
+
+/// One answer of the API.
+#[derive(Clone, Debug)]
+pub struct ApiResponse {
+    /// The HTTP status.
+    pub status: u16,
+    /// The `ETag` header, quotes included, as `If-Match` wants it back.
+    pub etag: Option<String>,
+    /// The body as JSON (`Null` when empty or not JSON).
+    pub body: Value,
+}
+
+impl ApiResponse {
+    /// The ETag, or a panic that shows the whole response.
+    pub fn etag(&self) -> &str {
+        self.etag.as_deref().unwrap_or_else(|| panic!("no ETag in the response: {self:?}"))
+    }
+}
+
+impl Api {
+    /// A client of `base_url` (`http://127.0.0.1:PORT/api/v1`) with `bearer`.
+    pub fn new(base_url: String, bearer: String) -> Api {
+        let client = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_else(|err| panic!("cannot build an HTTP client: {err}"));
+        Api { client, base_url, bearer }
+    }
+
+    /// The same API with another token (a mailbox's, say).
+    pub fn with_bearer(&self, bearer: &str) -> Api {
+        Api { bearer: bearer.to_owned(), ..self.clone() }
+    }
+
+    /// The base URL, ending in `/api/v1`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// `GET path` (relative to `/api/v1`).
+    pub fn get(&self, path: &str) -> ApiResponse {
+        self.send(reqwest::Method::GET, path, None, None)
+    }
+
+    /// `POST path` with a JSON body.
+    pub fn post(&self, path: &str, body: &Value) -> ApiResponse {
+        self.send(reqwest::Method::POST, path, Some(body), None)
+    }
+
+    /// `PUT path` with a JSON body and `If-Match`.
+    pub fn put(&self, path: &str, body: &Value, if_match: &str) -> ApiResponse {
+        self.send(reqwest::Method::PUT, path, Some(body), Some(if_match))
+    }
+
+    /// `DELETE path` with `If-Match`.
+    pub fn delete(&self, path: &str, if_match: &str) -> ApiResponse {
+        self.send(reqwest::Method::DELETE, path, None, Some(if_match))
+    }
+
+    fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>, if_match: Option<&str>) -> ApiResponse {
+        let url = format!("{}{path}", self.base_url);
+        let mut request = self.client.request(method.clone(), &url).bearer_auth(&self.bearer);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        if let Some(if_match) = if_match {
+            request = request.header("If-Match", if_match);
+        }
+        let response = request.send().unwrap_or_else(|err| panic!("{method} {url} failed: {err}"));
+        let status = response.status().as_u16();
+        let etag = response.headers().get("etag").and_then(|value| value.to_str().ok()).map(str::to_owned);
+        let text = response.text().unwrap_or_else(|err| panic!("{method} {url}: cannot read the body: {err}"));
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        ApiResponse { status, etag, body }
+    }
+}
