@@ -49,9 +49,16 @@ pub struct Cli {
 /// The command groups.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run couchmail: the store, the live index and the REST API.
-    #[command(after_help = "Examples:\n  couchmail up --dev\n  couchmail up --listen 127.0.0.1:8081")]
+    /// Run the whole mail stack: couchmail's servers, Postfix and Dovecot (as root).
+    #[command(
+        after_help = "Examples:\n  sudo couchmail up --dev\n  sudo couchmail up --config /etc/couchmail/couchmail.toml\n  \
+                      couchmail up --no-daemons --listen 127.0.0.1:8081"
+    )]
     Up(UpArgs),
+    /// Write the Postfix and Dovecot configuration for the current configuration into a directory.
+    #[command(after_help = "Examples:\n  couchmail render --out /tmp/couchmail-config\n  \
+                            couchmail render --dev --out ./rendered")]
+    Render(RenderArgs),
     /// Show whether the store is reachable and how many documents it holds.
     #[command(after_help = "Example:\n  couchmail status --json")]
     Status,
@@ -81,15 +88,29 @@ pub enum Command {
 /// `couchmail up`.
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// Development mode: data in ./.couchmail-dev unless configured, API on loopback.
+    /// Development mode: data in ./.couchmail-dev, everything on 127.0.0.1 and high ports, host name localhost.
     #[arg(long)]
     pub dev: bool,
+    /// Run only couchmail's own servers, not Postfix and Dovecot (mail.daemons = false).
+    #[arg(long)]
+    pub no_daemons: bool,
     /// Where the REST API listens (a loopback IP and port), overriding the configuration.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// couchmail's data directory, overriding the configuration.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+}
+
+/// `couchmail render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The directory to write `postfix/` and `dovecot/` into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Render the development layout (as `up --dev` runs it).
+    #[arg(long)]
+    pub dev: bool,
 }
 
 /// `--active` / `--inactive`, for updates.

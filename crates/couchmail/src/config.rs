@@ -10,7 +10,9 @@
 //! the flag), the key, and what to write instead.
 //!
 //! This module does not read the environment itself: `main` hands it the
-//! variables, so that the layering can be tested with plain maps.
+//! variables, so that the layering can be tested with plain maps. The one
+//! default it cannot know — the machine's host name — stays `None` in
+//! [`Config::hostname`] for `up` and `render` to ask the system.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use couchmail_render::{Listen, Outbound, Ports};
 use serde::Deserialize;
 use tracing_subscriber::filter::LevelFilter;
 
@@ -29,6 +32,14 @@ pub const CONFIG_ENV: &str = "COUCHMAIL_CONFIG";
 pub const DEV_DATA_DIR: &str = "./.couchmail-dev";
 /// The API port when none is configured.
 const DEFAULT_API_PORT: u16 = 8080;
+/// Where the Dovecot auth endpoint listens when nothing is configured.
+const DEFAULT_AUTH_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8091);
+/// The public ports of docs/runtime.md.
+const PRODUCTION_PORTS: Ports = Ports { smtp: 25, submission: 587, submissions: 465, imaps: 993 };
+/// The public ports under `--dev`.
+const DEV_PORTS: Ports = Ports { smtp: 2525, submission: 2587, submissions: 4465, imaps: 9993 };
+/// Postfix's `message_size_limit` when nothing is configured.
+const DEFAULT_MESSAGE_SIZE_LIMIT: u64 = 25 << 20;
 
 /// One configuration key: how it is spelled in the file and in the
 /// environment, its default and what it does. The key table of
@@ -59,24 +70,113 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: "data_dir",
         env: "COUCHMAIL_DATA_DIR",
-        default: "`/var/lib/couchmail`; with `up --dev`: `./.couchmail-dev`",
-        about: "couchmail's own files: the default SQLite store and `admin-token`, the first admin's bearer token \
-                (mode 0600, written on first run). `up` creates it with mode 0750.",
+        default: "`/var/lib/couchmail`; with `--dev`: `./.couchmail-dev`",
+        about: "couchmail's own files: the default SQLite store, `admin-token` (the first admin's bearer token, mode \
+                0600, written on first run), the self-signed certificate (`tls/`), the mail homes (`mail/`), \
+                Postfix's queue, Dovecot's state and the daemons' logs (`log/`); docs/runtime.md lists them. `up` \
+                creates it with mode 0711, so that `vmail` and `postfix` can reach their subdirectories.",
     },
     KeyDoc {
         key: "runtime_dir",
         env: "COUCHMAIL_RUNTIME_DIR",
-        default: "`/run/couchmail`; with `up --dev`: `<data_dir>/run`",
-        about: "Sockets and files that live as long as `couchmail up` runs (issue #3 puts the Postfix and Dovecot \
-                sockets here). `up` creates it with mode 0755.",
+        default: "`/run/couchmail`; with `--dev`: `<data_dir>/run`",
+        about: "Sockets and files that live as long as `couchmail up` runs: the rendered Postfix and Dovecot \
+                configuration, the socketmap and dict sockets, Dovecot's sockets. `up` creates it with mode 0755.",
+    },
+    KeyDoc {
+        key: "hostname",
+        env: "COUCHMAIL_HOSTNAME",
+        default: "the machine's fully qualified name (`hostname --fqdn`); with `--dev`: `localhost`",
+        about: "The name the mail server greets with (Postfix's `myhostname`, Dovecot's `hostname`) and the name \
+                of the self-signed certificate. Letters, digits, `-` and dots.",
     },
     KeyDoc {
         key: "api.listen",
         env: "COUCHMAIL_API_LISTEN",
         default: "`127.0.0.1:8080`",
         about: "IP address and port of the REST API (`[::1]:8080` for IPv6; host names are not resolved; port 0 picks \
-                a free port, which `up` prints). Only loopback addresses are accepted until the API gets TLS with \
-                issue #3. With `up --dev` a non-loopback address is replaced by `127.0.0.1` with the same port.",
+                a free port, which `up` prints). The API speaks plain HTTP (TLS for the API is not built yet), so only \
+                loopback addresses are accepted. With `--dev` a non-loopback address is replaced by `127.0.0.1` with \
+                the same port.",
+    },
+    KeyDoc {
+        key: "mail.listen",
+        env: "COUCHMAIL_MAIL_LISTEN",
+        default: "`all`; with `--dev`: `127.0.0.1`",
+        about: "Where Postfix's SMTP ports and Dovecot's IMAPS port listen: `all` (every IPv4 and IPv6 address) or \
+                one IP address.",
+    },
+    KeyDoc {
+        key: "mail.smtp_port",
+        env: "COUCHMAIL_MAIL_SMTP_PORT",
+        default: "`25`; with `--dev`: `2525`",
+        about: "SMTP for other mail servers (MX): STARTTLS offered, no AUTH, mail only for the domains couchmail serves.",
+    },
+    KeyDoc {
+        key: "mail.submission_port",
+        env: "COUCHMAIL_MAIL_SUBMISSION_PORT",
+        default: "`587`; with `--dev`: `2587`",
+        about: "Submission for mail clients: STARTTLS required, then AUTH.",
+    },
+    KeyDoc {
+        key: "mail.submissions_port",
+        env: "COUCHMAIL_MAIL_SUBMISSIONS_PORT",
+        default: "`465`; with `--dev`: `4465`",
+        about: "Submission for mail clients over implicit TLS, then AUTH.",
+    },
+    KeyDoc {
+        key: "mail.imaps_port",
+        env: "COUCHMAIL_MAIL_IMAPS_PORT",
+        default: "`993`; with `--dev`: `9993`",
+        about: "IMAP over implicit TLS (there is no plain IMAP port).",
+    },
+    KeyDoc {
+        key: "mail.outbound",
+        env: "COUCHMAIL_MAIL_OUTBOUND",
+        default: "`direct`",
+        about: "What Postfix does with mail for other domains: `direct` delivers it to the recipient's MX; \
+                `disabled` bounces it, so that nothing ever leaves the machine (tests, trial runs).",
+    },
+    KeyDoc {
+        key: "mail.auth_failure_delay_secs",
+        env: "COUCHMAIL_MAIL_AUTH_FAILURE_DELAY_SECS",
+        default: "`2`",
+        about: "Seconds Dovecot waits before answering a failed login (slows password guessing; tests use 0).",
+    },
+    KeyDoc {
+        key: "mail.daemons",
+        env: "COUCHMAIL_MAIL_DAEMONS",
+        default: "`true`",
+        about: "Whether `up` runs Postfix and Dovecot itself (as root). `false` (also `up --no-daemons`) runs only \
+                couchmail's own servers — API, socketmap, dict, auth endpoint — for Postfix and Dovecot managed \
+                elsewhere with the files of `couchmail render`.",
+    },
+    KeyDoc {
+        key: "mail.message_size_limit",
+        env: "COUCHMAIL_MAIL_MESSAGE_SIZE_LIMIT",
+        default: "`25M`",
+        about: "The largest message Postfix accepts: bytes, or a number with K, M or G (powers of 1024).",
+    },
+    KeyDoc {
+        key: "tls.cert",
+        env: "COUCHMAIL_TLS_CERT",
+        default: "none: a self-signed certificate in `<data_dir>/tls/cert.pem`",
+        about: "The TLS certificate chain (PEM, leaf first) of the SMTP and IMAP ports. Set it together with \
+                `tls.key`. Without both, `up` makes a self-signed certificate for `hostname`, `localhost` and \
+                127.0.0.1 once and reuses it; mail clients will warn about it.",
+    },
+    KeyDoc {
+        key: "tls.key",
+        env: "COUCHMAIL_TLS_KEY",
+        default: "none: `<data_dir>/tls/key.pem` (mode 0600)",
+        about: "The private key (PEM) of `tls.cert`; keep it mode 0600, readable by root only.",
+    },
+    KeyDoc {
+        key: "auth.listen",
+        env: "COUCHMAIL_AUTH_LISTEN",
+        default: "`127.0.0.1:8091`",
+        about: "IP address and port of the internal endpoint Dovecot's Lua passdb and userdb ask \
+                (docs/runtime.md). Loopback only.",
     },
     KeyDoc {
         key: "log.level",
@@ -100,12 +200,23 @@ pub struct RawConfig {
     /// `store = "sqlite:/var/lib/couchmail/couchmail.db"`
     pub store: Option<String>,
     /// `data_dir = "/var/lib/couchmail"`
-    pub data_dir: Option<PathBuf>,
+    pub data_dir: Option<String>,
     /// `runtime_dir = "/run/couchmail"`
-    pub runtime_dir: Option<PathBuf>,
+    pub runtime_dir: Option<String>,
+    /// `hostname = "mail.example.com"`
+    pub hostname: Option<String>,
     /// `[api]`
     #[serde(default)]
     pub api: RawApi,
+    /// `[mail]`
+    #[serde(default)]
+    pub mail: RawMail,
+    /// `[tls]`
+    #[serde(default)]
+    pub tls: RawTls,
+    /// `[auth]`
+    #[serde(default)]
+    pub auth: RawAuth,
     /// `[log]`
     #[serde(default)]
     pub log: RawLog,
@@ -119,6 +230,58 @@ pub struct RawApi {
     pub listen: Option<String>,
 }
 
+/// The `[mail]` table.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawMail {
+    /// `listen = "all"`
+    pub listen: Option<String>,
+    /// `smtp_port = 25`
+    pub smtp_port: Option<u16>,
+    /// `submission_port = 587`
+    pub submission_port: Option<u16>,
+    /// `submissions_port = 465`
+    pub submissions_port: Option<u16>,
+    /// `imaps_port = 993`
+    pub imaps_port: Option<u16>,
+    /// `outbound = "direct"`
+    pub outbound: Option<String>,
+    /// `auth_failure_delay_secs = 2`
+    pub auth_failure_delay_secs: Option<u32>,
+    /// `daemons = true`
+    pub daemons: Option<bool>,
+    /// `message_size_limit = "25M"` or `26214400`
+    pub message_size_limit: Option<RawSize>,
+}
+
+/// A size written as a number of bytes or as text with a unit.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum RawSize {
+    /// `26214400`
+    Bytes(u64),
+    /// `"25M"`
+    Text(String),
+}
+
+/// The `[tls]` table.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// `cert = "/etc/letsencrypt/live/mail.example.com/fullchain.pem"`
+    pub cert: Option<String>,
+    /// `key = "/etc/letsencrypt/live/mail.example.com/privkey.pem"`
+    pub key: Option<String>,
+}
+
+/// The `[auth]` table.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// `listen = "127.0.0.1:8091"`
+    pub listen: Option<String>,
+}
+
 /// The `[log]` table.
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -127,6 +290,40 @@ pub struct RawLog {
     pub level: Option<String>,
     /// `format = "text"`
     pub format: Option<String>,
+}
+
+impl RawConfig {
+    /// Every key set in the file, by its [`KEYS`] name, as text: the file
+    /// and the environment then go through one parser per key.
+    fn into_pairs(self) -> Vec<(&'static str, String)> {
+        let RawConfig { store, data_dir, runtime_dir, hostname, api, mail, tls, auth, log } = self;
+        let size = |size: RawSize| match size {
+            RawSize::Bytes(bytes) => bytes.to_string(),
+            RawSize::Text(text) => text,
+        };
+        let pairs = [
+            ("store", store),
+            ("data_dir", data_dir),
+            ("runtime_dir", runtime_dir),
+            ("hostname", hostname),
+            ("api.listen", api.listen),
+            ("mail.listen", mail.listen),
+            ("mail.smtp_port", mail.smtp_port.map(|port| port.to_string())),
+            ("mail.submission_port", mail.submission_port.map(|port| port.to_string())),
+            ("mail.submissions_port", mail.submissions_port.map(|port| port.to_string())),
+            ("mail.imaps_port", mail.imaps_port.map(|port| port.to_string())),
+            ("mail.outbound", mail.outbound),
+            ("mail.auth_failure_delay_secs", mail.auth_failure_delay_secs.map(|secs| secs.to_string())),
+            ("mail.daemons", mail.daemons.map(|daemons| daemons.to_string())),
+            ("mail.message_size_limit", mail.message_size_limit.map(size)),
+            ("tls.cert", tls.cert),
+            ("tls.key", tls.key),
+            ("auth.listen", auth.listen),
+            ("log.level", log.level),
+            ("log.format", log.format),
+        ];
+        pairs.into_iter().filter_map(|(key, value)| Some((key, value?))).collect()
+    }
 }
 
 /// A configuration file and its text.
@@ -147,6 +344,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// `up --data-dir DIR`
     pub data_dir: Option<PathBuf>,
+    /// `up --no-daemons`
+    pub no_daemons: bool,
 }
 
 /// Everything the configuration is built from.
@@ -158,7 +357,7 @@ pub struct Sources {
     pub env: BTreeMap<String, String>,
     /// Flags.
     pub flags: Overrides,
-    /// `up --dev`: development defaults (a local data directory, loopback).
+    /// `--dev`: development defaults (a local data directory, loopback, high ports).
     pub dev: bool,
 }
 
@@ -214,6 +413,32 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
+/// The `[mail]` settings: how Postfix and Dovecot face the world.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailConfig {
+    /// Where the SMTP and IMAPS ports listen.
+    pub listen: Listen,
+    /// The four public ports, all different.
+    pub ports: Ports,
+    /// What happens to mail for other domains.
+    pub outbound: Outbound,
+    /// Dovecot's `auth_failure_delay`.
+    pub auth_failure_delay_secs: u32,
+    /// Whether `up` runs Postfix and Dovecot.
+    pub daemons: bool,
+    /// Postfix's `message_size_limit`, in bytes.
+    pub message_size_limit: u64,
+}
+
+/// A configured certificate and key (both or neither).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, PEM.
+    pub cert: PathBuf,
+    /// The private key, PEM.
+    pub key: PathBuf,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -227,9 +452,17 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Sockets and files that live as long as `up` runs.
     pub runtime_dir: PathBuf,
+    /// The mail server's name; `None`: ask the system (`up` and `render` do).
+    pub hostname: Option<String>,
+    /// Postfix and Dovecot.
+    pub mail: MailConfig,
+    /// A configured certificate; `None`: `up` makes a self-signed one.
+    pub tls: Option<TlsFiles>,
+    /// Where the Dovecot auth endpoint listens (a loopback address).
+    pub auth_listen: SocketAddr,
     /// Logging.
     pub log: LogConfig,
-    /// Whether development defaults were applied (`up --dev`).
+    /// Whether development defaults were applied (`--dev`).
     pub dev: bool,
 }
 
@@ -253,43 +486,36 @@ impl fmt::Display for Origin {
 
 /// A value with its origin.
 #[derive(Debug, Clone)]
-struct Setting<T> {
-    value: T,
+struct Setting {
+    value: String,
     origin: Origin,
 }
 
-/// The sources merged key by key, before validation.
+/// The sources merged key by key (by [`KEYS`] name), before validation.
 #[derive(Debug, Default)]
 struct Merged {
-    store: Option<Setting<String>>,
-    data_dir: Option<Setting<PathBuf>>,
-    runtime_dir: Option<Setting<PathBuf>>,
-    api_listen: Option<Setting<String>>,
-    log_level: Option<Setting<String>>,
-    log_format: Option<Setting<String>>,
+    settings: BTreeMap<&'static str, Setting>,
 }
 
 impl Merged {
-    fn apply(&mut self, raw: RawConfig, origin: &Origin) {
-        let set = |value| Some(Setting { value, origin: origin.clone() });
-        if let Some(value) = raw.store {
-            self.store = set(value);
+    fn set(&mut self, key: &'static str, value: String, origin: Origin) {
+        debug_assert!(KEYS.iter().any(|doc| doc.key == key), "`{key}` is not in KEYS");
+        self.settings.insert(key, Setting { value, origin });
+    }
+
+    /// Removes and parses `key`; `None` when no source set it. A parse error
+    /// names the key, the value and its origin.
+    fn take<T>(&mut self, key: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> anyhow::Result<Option<T>> {
+        let Some(setting) = self.settings.remove(key) else { return Ok(None) };
+        match parse(&setting.value) {
+            Ok(value) => Ok(Some(value)),
+            Err(why) => bail!("invalid {key} `{}` {}: {why}", setting.value, setting.origin),
         }
-        if let Some(value) = raw.data_dir {
-            self.data_dir = Some(Setting { value, origin: origin.clone() });
-        }
-        if let Some(value) = raw.runtime_dir {
-            self.runtime_dir = Some(Setting { value, origin: origin.clone() });
-        }
-        if let Some(value) = raw.api.listen {
-            self.api_listen = set(value);
-        }
-        if let Some(value) = raw.log.level {
-            self.log_level = set(value);
-        }
-        if let Some(value) = raw.log.format {
-            self.log_format = set(value);
-        }
+    }
+
+    /// Removes `key` unparsed, with its origin, for checks that need both.
+    fn take_with_origin(&mut self, key: &str) -> Option<Setting> {
+        self.settings.remove(key)
     }
 }
 
@@ -305,59 +531,53 @@ impl Config {
                     file.path.display()
                 )
             })?;
-            merged.apply(raw, &Origin::File(file.path));
+            for (key, value) in raw.into_pairs() {
+                merged.set(key, value, Origin::File(file.path.clone()));
+            }
         }
         for key_doc in KEYS {
             let Some(value) = sources.env.get(key_doc.env).filter(|value| !value.is_empty()) else { continue };
-            let origin = Origin::Env(key_doc.env);
-            let value = value.clone();
-            match key_doc.key {
-                "store" => merged.store = Some(Setting { value, origin }),
-                "data_dir" => merged.data_dir = Some(Setting { value: PathBuf::from(value), origin }),
-                "runtime_dir" => merged.runtime_dir = Some(Setting { value: PathBuf::from(value), origin }),
-                "api.listen" => merged.api_listen = Some(Setting { value, origin }),
-                "log.level" => merged.log_level = Some(Setting { value, origin }),
-                "log.format" => merged.log_format = Some(Setting { value, origin }),
-                other => unreachable!("KEYS names key `{other}`, which is not handled here"),
-            }
+            merged.set(key_doc.key, value.clone(), Origin::Env(key_doc.env));
         }
         let flags = sources.flags;
         if let Some(value) = flags.store {
-            merged.store = Some(Setting { value, origin: Origin::Flag("--store") });
+            merged.set("store", value, Origin::Flag("--store"));
         }
         if let Some(value) = flags.listen {
-            merged.api_listen = Some(Setting { value, origin: Origin::Flag("--listen") });
+            merged.set("api.listen", value, Origin::Flag("--listen"));
         }
         if let Some(value) = flags.data_dir {
-            merged.data_dir = Some(Setting { value, origin: Origin::Flag("--data-dir") });
+            let Ok(value) = value.into_os_string().into_string() else {
+                bail!("invalid data_dir in flag --data-dir: write a path in UTF-8");
+            };
+            merged.set("data_dir", value, Origin::Flag("--data-dir"));
+        }
+        if flags.no_daemons {
+            merged.set("mail.daemons", "false".to_owned(), Origin::Flag("--no-daemons"));
         }
         validate(merged, file_path, sources.dev)
     }
 }
 
-fn validate(merged: Merged, file: Option<PathBuf>, dev: bool) -> anyhow::Result<Config> {
-    let data_dir = match merged.data_dir {
-        Some(setting) if setting.value.as_os_str().is_empty() => {
-            bail!("data_dir is empty {}: write a directory, as in data_dir = \"/var/lib/couchmail\"", setting.origin)
-        }
-        Some(setting) => setting.value,
+fn validate(mut merged: Merged, file: Option<PathBuf>, dev: bool) -> anyhow::Result<Config> {
+    let data_dir = match merged.take("data_dir", parse_dir)? {
+        Some(dir) => dir,
         None if dev => PathBuf::from(DEV_DATA_DIR),
         None => PathBuf::from("/var/lib/couchmail"),
     };
-    let runtime_dir = match merged.runtime_dir {
-        Some(setting) if setting.value.as_os_str().is_empty() => {
-            bail!("runtime_dir is empty {}: write a directory, as in runtime_dir = \"/run/couchmail\"", setting.origin)
-        }
-        Some(setting) => setting.value,
+    let runtime_dir = match merged.take("runtime_dir", parse_dir)? {
+        Some(dir) => dir,
         None if dev => data_dir.join("run"),
         None => PathBuf::from("/run/couchmail"),
     };
-    let store = match merged.store {
-        Some(setting) => StoreUrl::parse(&setting.value)
-            .map_err(|why| anyhow::anyhow!("invalid store `{}` {}: {why}", setting.value, setting.origin))?,
-        None => StoreUrl::Sqlite(data_dir.join("couchmail.db")),
+    let store =
+        merged.take("store", StoreUrl::parse)?.unwrap_or_else(|| StoreUrl::Sqlite(data_dir.join("couchmail.db")));
+    let hostname = match merged.take("hostname", parse_hostname)? {
+        Some(hostname) => Some(hostname),
+        None if dev => Some("localhost".to_owned()),
+        None => None,
     };
-    let api_listen = match merged.api_listen {
+    let api_listen = match merged.take_with_origin("api.listen") {
         Some(setting) => {
             let addr = parse_listen(&setting.value)
                 .map_err(|why| anyhow::anyhow!("invalid api.listen `{}` {}: {why}", setting.value, setting.origin))?;
@@ -366,8 +586,9 @@ fn validate(merged: Merged, file: Option<PathBuf>, dev: bool) -> anyhow::Result<
                 SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
             } else if !addr.ip().is_loopback() {
                 bail!(
-                    "invalid api.listen `{}` {}: the API has no TLS yet (issue #3), so it listens on loopback only; \
-                     write listen = \"127.0.0.1:{}\" under [api]",
+                    "invalid api.listen `{}` {}: the API speaks plain HTTP (TLS for the API is not built yet), so it \
+                     listens on loopback only; write listen = \"127.0.0.1:{}\" under [api] and put a TLS proxy in \
+                     front of it for remote use",
                     setting.value,
                     setting.origin,
                     addr.port()
@@ -378,22 +599,118 @@ fn validate(merged: Merged, file: Option<PathBuf>, dev: bool) -> anyhow::Result<
         }
         None => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_API_PORT),
     };
-    let level = match merged.log_level {
-        Some(setting) => Some(
-            parse_level(&setting.value)
-                .map_err(|why| anyhow::anyhow!("invalid log.level `{}` {}: {why}", setting.value, setting.origin))?,
+    let mail = validate_mail(&mut merged, dev)?;
+    let tls = match (merged.take_with_origin("tls.cert"), merged.take_with_origin("tls.key")) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let cert_path = parse_dir(&cert.value)
+                .map_err(|why| anyhow::anyhow!("invalid tls.cert `{}` {}: {why}", cert.value, cert.origin))?;
+            let key_path = parse_dir(&key.value)
+                .map_err(|why| anyhow::anyhow!("invalid tls.key `{}` {}: {why}", key.value, key.origin))?;
+            Some(TlsFiles { cert: cert_path, key: key_path })
+        }
+        (Some(one), None) | (None, Some(one)) => bail!(
+            "tls.cert and tls.key go together, but only one is set {}: set both under [tls], or neither for a \
+             self-signed certificate",
+            one.origin
         ),
-        None => None,
     };
-    let format = match merged.log_format {
-        Some(setting) => match setting.value.as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => bail!("invalid log.format `{other}` {}: write format = \"text\" or \"json\"", setting.origin),
-        },
-        None => LogFormat::Text,
+    let auth_listen = match merged.take_with_origin("auth.listen") {
+        Some(setting) => {
+            let addr = parse_listen(&setting.value)
+                .map_err(|why| anyhow::anyhow!("invalid auth.listen `{}` {}: {why}", setting.value, setting.origin))?;
+            if !addr.ip().is_loopback() {
+                bail!(
+                    "invalid auth.listen `{}` {}: the Dovecot auth endpoint is internal and listens on loopback \
+                     only; write listen = \"127.0.0.1:{}\" under [auth]",
+                    setting.value,
+                    setting.origin,
+                    addr.port()
+                );
+            }
+            addr
+        }
+        None => DEFAULT_AUTH_LISTEN,
     };
-    Ok(Config { file, store, api_listen, data_dir, runtime_dir, log: LogConfig { level, format }, dev })
+    let level = merged.take("log.level", parse_level)?;
+    let format = merged
+        .take("log.format", |value| match value {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("write format = \"text\" or \"json\"".to_owned()),
+        })?
+        .unwrap_or_default();
+    debug_assert!(merged.settings.is_empty(), "keys left unvalidated: {:?}", merged.settings.keys());
+    Ok(Config {
+        file,
+        store,
+        api_listen,
+        data_dir,
+        runtime_dir,
+        hostname,
+        mail,
+        tls,
+        auth_listen,
+        log: LogConfig { level, format },
+        dev,
+    })
+}
+
+fn validate_mail(merged: &mut Merged, dev: bool) -> anyhow::Result<MailConfig> {
+    let listen = match merged.take("mail.listen", parse_mail_listen)? {
+        Some(listen) => listen,
+        None if dev => Listen::Address(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        None => Listen::AllInterfaces,
+    };
+    let defaults = if dev { DEV_PORTS } else { PRODUCTION_PORTS };
+    let ports = Ports {
+        smtp: merged.take("mail.smtp_port", parse_port)?.unwrap_or(defaults.smtp),
+        submission: merged.take("mail.submission_port", parse_port)?.unwrap_or(defaults.submission),
+        submissions: merged.take("mail.submissions_port", parse_port)?.unwrap_or(defaults.submissions),
+        imaps: merged.take("mail.imaps_port", parse_port)?.unwrap_or(defaults.imaps),
+    };
+    let named = [
+        ("mail.smtp_port", ports.smtp),
+        ("mail.submission_port", ports.submission),
+        ("mail.submissions_port", ports.submissions),
+        ("mail.imaps_port", ports.imaps),
+    ];
+    for (port_idx, (key, port)) in named.iter().enumerate() {
+        if let Some((other, _)) = named[..port_idx].iter().find(|(_, earlier)| earlier == port) {
+            bail!("{key} and {other} are both {port}: every mail port needs a port of its own");
+        }
+    }
+    let outbound = merged
+        .take("mail.outbound", |value| match value {
+            "direct" => Ok(Outbound::Direct),
+            "disabled" => Ok(Outbound::Error),
+            _ => Err("write outbound = \"direct\" or \"disabled\"".to_owned()),
+        })?
+        .unwrap_or(Outbound::Direct);
+    let auth_failure_delay_secs = merged
+        .take("mail.auth_failure_delay_secs", |value| {
+            value
+                .parse::<u32>()
+                .ok()
+                .filter(|secs| *secs <= 60)
+                .ok_or_else(|| "write whole seconds, 0 to 60".to_owned())
+        })?
+        .unwrap_or(2);
+    let daemons = merged.take("mail.daemons", parse_bool)?.unwrap_or(true);
+    let message_size_limit = merged
+        .take("mail.message_size_limit", |value| {
+            crate::cli::parse_size(value)
+                .and_then(|bytes| if bytes < 1024 { Err("write at least 1K".to_owned()) } else { Ok(bytes) })
+        })?
+        .unwrap_or(DEFAULT_MESSAGE_SIZE_LIMIT);
+    Ok(MailConfig { listen, ports, outbound, auth_failure_delay_secs, daemons, message_size_limit })
+}
+
+fn parse_dir(input: &str) -> Result<PathBuf, String> {
+    if input.is_empty() {
+        return Err("write a path, as in \"/var/lib/couchmail\"".to_owned());
+    }
+    Ok(PathBuf::from(input))
 }
 
 fn parse_listen(input: &str) -> Result<SocketAddr, String> {
@@ -401,6 +718,48 @@ fn parse_listen(input: &str) -> Result<SocketAddr, String> {
         "write an IP address and a port, as in \"127.0.0.1:8080\" or \"[::1]:8080\" (host names are not resolved)"
             .to_owned()
     })
+}
+
+fn parse_mail_listen(input: &str) -> Result<Listen, String> {
+    if input == "all" {
+        return Ok(Listen::AllInterfaces);
+    }
+    match input.parse::<IpAddr>() {
+        Ok(address) if address.is_unspecified() => {
+            Err("write \"all\" for every address (IPv4 and IPv6), or one address".to_owned())
+        }
+        Ok(address) => Ok(Listen::Address(address)),
+        Err(_) => Err("write \"all\" or one IP address, as in \"127.0.0.1\" (host names are not resolved)".to_owned()),
+    }
+}
+
+fn parse_port(input: &str) -> Result<u16, String> {
+    input.parse::<u16>().ok().filter(|port| *port != 0).ok_or_else(|| "write a port from 1 to 65535".to_owned())
+}
+
+fn parse_bool(input: &str) -> Result<bool, String> {
+    match input.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" => Ok(true),
+        "false" | "no" | "0" => Ok(false),
+        _ => Err("write true or false".to_owned()),
+    }
+}
+
+/// A host name as Postfix and Dovecot take it: dot-separated labels of
+/// letters, digits and inner hyphens; lower-cased.
+fn parse_hostname(input: &str) -> Result<String, String> {
+    let hostname = input.trim_end_matches('.').to_ascii_lowercase();
+    let labels_ok = hostname.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+    });
+    if hostname.is_empty() || hostname.len() > 253 || !labels_ok {
+        return Err("write a host name such as \"mail.example.com\" (letters, digits, `-` and dots)".to_owned());
+    }
+    Ok(hostname)
 }
 
 fn parse_level(input: &str) -> Result<LevelFilter, String> {
@@ -518,6 +877,7 @@ mod tests {
             store: Some("sqlite:/from/flag".into()),
             listen: Some("127.0.0.1:3333".into()),
             data_dir: Some("/flag/data".into()),
+            no_daemons: false,
         };
         let from_flag = load(Sources { file: file(text), env: environment, flags, dev: false });
         assert_eq!(from_flag.store, StoreUrl::Sqlite(PathBuf::from("/from/flag")));
@@ -563,7 +923,7 @@ mod tests {
         let err = load_err(Sources { file: file("[api]\nlisten = \"0.0.0.0:8080\""), ..Sources::default() });
         assert!(err.contains("api.listen"), "{err}");
         assert!(err.contains("/etc/couchmail/couchmail.toml"), "{err}");
-        assert!(err.contains("issue #3"), "{err}");
+        assert!(err.contains("TLS for the API is not built yet"), "{err}");
         assert!(err.contains("127.0.0.1:8080"), "{err}");
 
         let err = load_err(Sources { env: env(&[("COUCHMAIL_API_LISTEN", "10.0.0.1:80")]), ..Sources::default() });
@@ -631,6 +991,131 @@ mod tests {
         let missing = dir.path().join("missing.toml");
         let err = format!("{:#}", read_config_file(Some(&missing), &environment).unwrap_err());
         assert!(err.contains("missing.toml") && err.contains("--config"), "{err}");
+    }
+
+    #[test]
+    fn mail_defaults_follow_the_runtime_layout() {
+        let production = load(Sources::default());
+        assert_eq!(production.hostname, None);
+        assert_eq!(production.mail.listen, Listen::AllInterfaces);
+        assert_eq!(production.mail.ports, PRODUCTION_PORTS);
+        assert_eq!(production.mail.outbound, Outbound::Direct);
+        assert_eq!(production.mail.auth_failure_delay_secs, 2);
+        assert!(production.mail.daemons);
+        assert_eq!(production.mail.message_size_limit, 25 << 20);
+        assert_eq!(production.tls, None);
+        assert_eq!(production.auth_listen, "127.0.0.1:8091".parse().unwrap());
+
+        let dev = load(Sources { dev: true, ..Sources::default() });
+        assert_eq!(dev.hostname.as_deref(), Some("localhost"));
+        assert_eq!(dev.mail.listen, Listen::Address("127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            (dev.mail.ports.smtp, dev.mail.ports.submission, dev.mail.ports.submissions, dev.mail.ports.imaps),
+            (2525, 2587, 4465, 9993)
+        );
+    }
+
+    #[test]
+    fn mail_keys_from_the_file() {
+        let config = load(Sources {
+            file: file(
+                r#"
+                hostname = "Mail.Example.COM."
+                [mail]
+                listen = "::1"
+                smtp_port = 12525
+                submission_port = 12587
+                submissions_port = 14465
+                imaps_port = 19993
+                outbound = "disabled"
+                auth_failure_delay_secs = 0
+                daemons = false
+                message_size_limit = "10M"
+                [tls]
+                cert = "/etc/ssl/mail.pem"
+                key = "/etc/ssl/mail.key"
+                [auth]
+                listen = "127.0.0.1:18091"
+                "#,
+            ),
+            dev: true,
+            ..Sources::default()
+        });
+        assert_eq!(config.hostname.as_deref(), Some("mail.example.com"));
+        assert_eq!(config.mail.listen, Listen::Address("::1".parse().unwrap()));
+        assert_eq!(config.mail.ports, Ports { smtp: 12525, submission: 12587, submissions: 14465, imaps: 19993 });
+        assert_eq!(config.mail.outbound, Outbound::Error);
+        assert_eq!(config.mail.auth_failure_delay_secs, 0);
+        assert!(!config.mail.daemons);
+        assert_eq!(config.mail.message_size_limit, 10 << 20);
+        assert_eq!(
+            config.tls,
+            Some(TlsFiles { cert: PathBuf::from("/etc/ssl/mail.pem"), key: PathBuf::from("/etc/ssl/mail.key") })
+        );
+        assert_eq!(config.auth_listen, "127.0.0.1:18091".parse().unwrap());
+
+        let bytes = load(Sources { file: file("[mail]\nmessage_size_limit = 2048"), ..Sources::default() });
+        assert_eq!(bytes.mail.message_size_limit, 2048);
+    }
+
+    #[test]
+    fn mail_keys_from_the_environment_and_no_daemons_flag() {
+        let environment = env(&[
+            ("COUCHMAIL_HOSTNAME", "mx.example.org"),
+            ("COUCHMAIL_MAIL_LISTEN", "all"),
+            ("COUCHMAIL_MAIL_SMTP_PORT", "2600"),
+            ("COUCHMAIL_MAIL_OUTBOUND", "disabled"),
+            ("COUCHMAIL_MAIL_DAEMONS", "no"),
+            ("COUCHMAIL_MAIL_AUTH_FAILURE_DELAY_SECS", "0"),
+            ("COUCHMAIL_TLS_CERT", "/c.pem"),
+            ("COUCHMAIL_TLS_KEY", "/k.pem"),
+            ("COUCHMAIL_AUTH_LISTEN", "[::1]:9000"),
+        ]);
+        let config = load(Sources { env: environment, dev: true, ..Sources::default() });
+        assert_eq!(config.hostname.as_deref(), Some("mx.example.org"));
+        assert_eq!(config.mail.listen, Listen::AllInterfaces);
+        assert_eq!(config.mail.ports.smtp, 2600);
+        assert_eq!(config.mail.ports.imaps, 9993);
+        assert_eq!(config.mail.outbound, Outbound::Error);
+        assert!(!config.mail.daemons);
+        assert_eq!(config.auth_listen, "[::1]:9000".parse().unwrap());
+
+        let flags = Overrides { no_daemons: true, ..Overrides::default() };
+        let config = load(Sources { file: file("[mail]\ndaemons = true"), flags, ..Sources::default() });
+        assert!(!config.mail.daemons);
+    }
+
+    #[test]
+    fn bad_mail_values_name_key_origin_and_fix() {
+        let cases = [
+            ("[mail]\nsmtp_port = 0", "mail.smtp_port", "1 to 65535"),
+            ("[mail]\nlisten = \"0.0.0.0\"", "mail.listen", "\"all\""),
+            ("[mail]\nlisten = \"mail.example.com\"", "mail.listen", "one IP address"),
+            ("[mail]\noutbound = \"relay\"", "mail.outbound", "\"disabled\""),
+            ("[mail]\nmessage_size_limit = \"big\"", "mail.message_size_limit", "K, M, G or T"),
+            ("[mail]\nauth_failure_delay_secs = 600", "mail.auth_failure_delay_secs", "0 to 60"),
+            ("hostname = \"mail example\"", "hostname", "mail.example.com"),
+            ("[auth]\nlisten = \"0.0.0.0:8091\"", "auth.listen", "loopback only"),
+            ("[tls]\ncert = \"/c.pem\"", "tls.cert and tls.key go together", "neither"),
+            ("[mail]\nsmtp_port = 2525\nimaps_port = 2525", "mail.imaps_port and mail.smtp_port", "own"),
+        ];
+        for (text, key, fix) in cases {
+            let err = load_err(Sources { file: file(text), ..Sources::default() });
+            assert!(err.contains(key), "{text}: {err}");
+            assert!(err.contains(fix), "{text}: {err}");
+        }
+        let err = load_err(Sources { env: env(&[("COUCHMAIL_MAIL_DAEMONS", "maybe")]), ..Sources::default() });
+        assert!(err.contains("COUCHMAIL_MAIL_DAEMONS") && err.contains("true or false"), "{err}");
+        let err = load_err(Sources { file: file("[mail]\nsmtp_port = \"x\""), ..Sources::default() });
+        assert!(err.contains("smtp_port"), "{err}");
+    }
+
+    #[test]
+    fn every_key_has_an_env_variable_named_after_it() {
+        for key in KEYS {
+            let expected = format!("COUCHMAIL_{}", key.key.replace('.', "_").to_ascii_uppercase());
+            assert_eq!(key.env, expected, "{}", key.key);
+        }
     }
 
     /// The key table of docs/config.md, as generated from [`KEYS`].

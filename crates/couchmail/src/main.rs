@@ -12,6 +12,8 @@ mod cmd;
 mod config;
 mod exit;
 mod output;
+mod render;
+mod sieve_check;
 mod up;
 
 use std::process::ExitCode;
@@ -58,8 +60,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let (dev, flags) = match &cli.command {
         Command::Up(args) => (
             args.dev,
-            Overrides { store: cli.store.clone(), listen: args.listen.clone(), data_dir: args.data_dir.clone() },
+            Overrides {
+                store: cli.store.clone(),
+                listen: args.listen.clone(),
+                data_dir: args.data_dir.clone(),
+                no_daemons: args.no_daemons,
+            },
         ),
+        Command::Render(args) => (args.dev, Overrides { store: cli.store.clone(), ..Overrides::default() }),
         _ => (false, Overrides { store: cli.store.clone(), ..Overrides::default() }),
     };
     let config = config::read_config_file(cli.config.as_deref(), &env)
@@ -77,6 +85,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return runtime.block_on(up::run(config, cli.json));
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    if let Command::Render(args) = &cli.command {
+        return runtime.block_on(render::run(&config, &args.out, cli.json));
+    }
     runtime.block_on(async {
         let directory = cmd::open_directory(&config).await?;
         let context = cmd::Context { directory, json: cli.json, config };

@@ -28,6 +28,7 @@ use couchmail_store::{ListOptions, Rev, SqliteStore};
 use crate::cli::Command;
 use crate::config::{Config, StoreUrl};
 use crate::exit::{CONFLICT_HINT, Exit, Failure};
+use crate::sieve_check::SievecCheck;
 
 /// What every command needs.
 pub struct Context {
@@ -42,7 +43,7 @@ pub struct Context {
 /// Runs one administrative command (everything but `up`).
 pub async fn run(command: Command, context: &Context) -> anyhow::Result<()> {
     match command {
-        Command::Up(_) => unreachable!("main runs `up` itself"),
+        Command::Up(_) | Command::Render(_) => unreachable!("main runs `up` and `render` itself"),
         Command::Status => status::run(context).await,
         Command::Domain(command) => domain::run(command, context).await,
         Command::DomainAlias(command) => domain_alias::run(command, context).await,
@@ -69,7 +70,7 @@ pub async fn open_directory(config: &Config) -> anyhow::Result<Directory> {
         .into());
     }
     let store = SqliteStore::open(path).await.with_context(|| format!("cannot open store {}", config.store))?;
-    Ok(Directory::new(Arc::new(store)))
+    Ok(Directory::new(Arc::new(store)).with_script_check(SievecCheck::for_config(config)))
 }
 
 /// Parses a command-line value into a model type: exit 5 naming what and why.

@@ -2,7 +2,9 @@
 //!
 //! Scripts are documents of their own; which one runs at delivery is the
 //! mailbox's `sieve_active` field, so activating writes the mailbox.
-//! Checking scripts with Pigeonhole's `sievec` arrives with issue #3.
+//! Scripts are checked with Pigeonhole's `sievec` before they are stored
+//! (see `sieve_check`): a refused script is exit 5 with sievec's
+//! line-numbered messages.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

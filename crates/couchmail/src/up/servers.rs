@@ -1,0 +1,180 @@
+//! couchmail's own servers, in-process: the index follower, the REST API,
+//! the socketmap server for Postfix, the dict server for Pigeonhole and the
+//! auth endpoint for Dovecot's Lua passdb and userdb.
+//!
+//! Every server answers from the shared [`Index`] through the adapters of
+//! `couchmail-lookup` and stops when the shared stop signal turns true.
+//! Sockets are bound before any daemon starts, with the modes and groups of
+//! docs/runtime.md: socketmap root:postfix 0660, dict root:vmail 0660.
+//! Each bind is a step that can fail with a message naming the socket or
+//! address, and the next step to take.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use couchmail_directory::Directory;
+use couchmail_index::Index;
+use couchmail_lookup::{Accounts, IndexSieve, MailLayout, Maps};
+use couchmail_render::Paths;
+use couchmail_store::Store;
+use couchmail_supervisor::system;
+use couchmail_web::ApiState;
+
+use super::{Services, Shutdown};
+use crate::exit::{Exit, Failure};
+
+/// The Sieve location's `name=` option in the rendered dovecot.conf: the name that means "the active script".
+const ACTIVE_SCRIPT_NAME: &str = "active";
+
+/// Binds the TCP listener of the auth endpoint (first, so that a port 0 is
+/// known before the configuration is rendered).
+pub async fn bind_auth(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    bind_tcp(address, "the Dovecot auth endpoint", "auth.listen, COUCHMAIL_AUTH_LISTEN").await
+}
+
+/// Binds the REST API's listener.
+pub async fn bind_api(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    bind_tcp(address, "the REST API", "`--listen 127.0.0.1:PORT`, api.listen, COUCHMAIL_API_LISTEN").await
+}
+
+async fn bind_tcp(address: SocketAddr, what: &str, keys: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address).await.map_err(|err| {
+        Failure::new(Exit::Other, format!("cannot listen on {address} for {what}: {err}"))
+            .hint(format!("stop what uses that port (an earlier couchmail?), or choose another port with {keys}"))
+            .into()
+    })
+}
+
+/// What the servers serve from.
+pub struct Sources {
+    /// The store, for the index follower.
+    pub store: Arc<dyn Store>,
+    /// The live index.
+    pub index: Arc<Index>,
+    /// The write path, for the API.
+    pub directory: Directory,
+}
+
+/// The servers' bound listeners.
+pub struct Listeners {
+    /// The REST API.
+    pub api: tokio::net::TcpListener,
+    /// The auth endpoint.
+    pub auth: tokio::net::TcpListener,
+    /// The auth endpoint's bearer secret.
+    pub auth_secret: String,
+}
+
+/// Where the unix-socket servers listen; their files are removed at stop.
+pub struct Sockets {
+    /// The socketmap socket.
+    pub socketmap: PathBuf,
+    /// The dict socket.
+    pub dict: PathBuf,
+}
+
+/// Starts the index follower and every server as tasks of `services`.
+pub async fn start(
+    services: &mut Services,
+    stop: &Shutdown,
+    sources: Sources,
+    listeners: Listeners,
+    paths: &Paths,
+    mail_layout: MailLayout,
+) -> anyhow::Result<Sockets> {
+    let Sources { store, index, directory } = sources;
+    services.spawn("index follower", {
+        let (store, index, stopped) = (store, index.clone(), stop.stopped());
+        async move {
+            couchmail_index::follow(store, index, stopped).await;
+            Ok(())
+        }
+    });
+
+    services.spawn("REST API", {
+        let state = ApiState { directory, index: index.clone() };
+        let (listener, stopped) = (listeners.api, stop.stopped());
+        async move { couchmail_web::serve(listener, state, stopped).await.context("the REST API failed") }
+    });
+
+    let socketmap_listener = couchmail_socketmap::Listener::bind_unix(&paths.socketmap_socket, 0o660)
+        .await
+        .map_err(|err| socket_failure("the socketmap server", &paths.socketmap_socket, &err))?;
+    give_group(&paths.socketmap_socket, "postfix")?;
+    services.spawn("socketmap server", {
+        let lookup = Arc::new(Maps::new(index.clone()));
+        let stopped = stop.stopped();
+        async move {
+            let stats = couchmail_socketmap::run(socketmap_listener, lookup, Default::default(), stopped).await;
+            tracing::debug!(?stats, "socketmap server stopped");
+            Ok(())
+        }
+    });
+
+    let dict_listener = couchmail_dovecot_dict::bind(&paths.dict_socket, 0o660)
+        .map_err(|err| socket_failure("the Sieve dict server", &paths.dict_socket, &err))?;
+    give_group(&paths.dict_socket, "vmail")?;
+    services.spawn("dict server", {
+        let lookup =
+            Arc::new(couchmail_dovecot_dict::SieveDict::new(IndexSieve::new(index.clone()), ACTIVE_SCRIPT_NAME));
+        let stopped = stop.stopped();
+        async move {
+            couchmail_dovecot_dict::run(dict_listener, lookup, Default::default(), stopped).await;
+            Ok(())
+        }
+    });
+
+    services.spawn("Dovecot auth endpoint", {
+        let lookup = Arc::new(Accounts::new(index, mail_layout));
+        let (listener, secret, stopped) = (listeners.auth, listeners.auth_secret, stop.stopped());
+        async move {
+            couchmail_dovecot_auth::serve(listener, lookup, &secret, stopped)
+                .await
+                .context("the Dovecot auth endpoint failed")
+        }
+    });
+
+    Ok(Sockets { socketmap: paths.socketmap_socket.clone(), dict: paths.dict_socket.clone() })
+}
+
+impl Sockets {
+    /// Removes the socket files (the socketmap listener removes its own
+    /// when dropped; this also covers the dict socket).
+    pub fn remove(&self) {
+        for path in [&self.socketmap, &self.dict] {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => tracing::warn!(path = %path.display(), %err, "cannot remove socket"),
+            }
+        }
+    }
+}
+
+fn socket_failure(what: &str, path: &Path, err: &dyn std::fmt::Display) -> anyhow::Error {
+    Failure::new(Exit::Other, format!("cannot listen on {} for {what}: {err}", path.display()))
+        .hint("is another couchmail running with the same runtime_dir? Stop it, or choose another runtime_dir")
+        .into()
+}
+
+/// Gives `path` to `group` (so its daemon may connect) when running as root
+/// and the group exists; otherwise the socket keeps root's group and a
+/// warning says who cannot reach it.
+fn give_group(path: &Path, group: &str) -> anyhow::Result<()> {
+    let gid = system::group_id(group).context("cannot read /etc/group")?;
+    match gid {
+        Some(gid) if rustix::process::geteuid().is_root() => std::os::unix::fs::chown(path, None, Some(gid))
+            .with_context(|| format!("cannot give {} to group {group}", path.display())),
+        _ => {
+            tracing::warn!(
+                socket = %path.display(),
+                group,
+                "cannot give the socket to its daemon's group (not root, or no such group); members of {group} \
+                 cannot connect"
+            );
+            Ok(())
+        }
+    }
+}
