@@ -9,6 +9,9 @@
 //! Every path inside them is the runtime layout of the configuration
 //! (docs/runtime.md), except that Dovecot finds `auth.lua` in DIR.
 //!
+//! Without a configured certificate, `render` also makes the self-signed one
+//! that the files name (in `<data_dir>/tls/`), as `up` would.
+//!
 //! The auth secret: `up` with its own daemons makes a fresh one at every
 //! start and keeps it in memory. Daemons run elsewhere need a secret that
 //! outlives a restart of couchmail, so `render` and `up --no-daemons` share
@@ -194,7 +197,15 @@ pub async fn run(config: &Config, out: &Path, json: bool) -> anyhow::Result<()> 
         vmail: vmail_ids()?,
         config_dir: Some(out.clone()),
     };
-    let rendered = render_stack(&stack(&config, inputs))?;
+    let stack = stack(&config, inputs);
+    let rendered = render_stack(&stack)?;
+    if config.tls.is_none() {
+        // The files name the self-signed certificate; make it, so that they work as written.
+        if let Some(tls_dir) = stack.paths.tls_key.parent() {
+            std::fs::create_dir_all(tls_dir).with_context(|| format!("cannot create {}", tls_dir.display()))?;
+        }
+        crate::up::tls::self_signed(&stack.paths.tls_certificate, &stack.paths.tls_key, &stack.hostname)?;
+    }
     let written = write_files(&rendered, &out)?;
     if json {
         return output::json(&written);

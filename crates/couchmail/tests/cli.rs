@@ -562,7 +562,7 @@ fn dir_listing(dir: &Path) -> Vec<String> {
     names
 }
 
-/// Starts `couchmail --json up --dev` with its data in `data_dir` on a free
+/// Starts `couchmail --json up --dev --no-daemons` with its data in `data_dir` on a free
 /// port, and returns it with its one-line JSON summary.
 fn start_up(env: &Env, data_dir: &Path) -> (Up, Value) {
     let mut command = StdCommand::new(assert_cmd::cargo::cargo_bin("couchmail"));
@@ -573,7 +573,9 @@ fn start_up(env: &Env, data_dir: &Path) -> (Up, Value) {
         .env("COUCHMAIL_CONFIG", env.dir.path().join("couchmail.toml"))
         .env("COUCHMAIL_DATA_DIR", data_dir)
         .env("COUCHMAIL_API_LISTEN", "127.0.0.1:0")
-        .args(["--json", "up", "--dev"])
+        .env("COUCHMAIL_AUTH_LISTEN", "127.0.0.1:0")
+        // Postfix and Dovecot are the end-to-end suite's; this test is about couchmail's own servers.
+        .args(["--json", "up", "--dev", "--no-daemons"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
@@ -654,4 +656,91 @@ fn up_dev_serves_the_api_makes_a_first_token_and_stops_on_sigterm() {
     assert_eq!(summary["admin_token_file"], Value::Null);
     assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), bearer);
     assert_eq!(stop_up(&mut again), Some(0));
+}
+
+#[test]
+fn render_writes_the_configuration_with_its_modes_and_a_shared_secret() {
+    let env = Env::new();
+    let data_dir = env.dir.path().join("data");
+    let out = env.dir.path().join("rendered");
+    std::fs::write(
+        env.dir.path().join("couchmail.toml"),
+        format!(
+            "data_dir = \"{}\"\nhostname = \"mail.example.com\"\n[mail]\nsmtp_port = 12525\noutbound = \"disabled\"\n\
+             auth_failure_delay_secs = 0\n[auth]\nlisten = \"127.0.0.1:18091\"\n",
+            data_dir.display()
+        ),
+    )
+    .unwrap();
+    let written = env.json(&["render", "--dev", "--out", out.to_str().unwrap()]);
+    let paths: Vec<&str> = written.as_array().unwrap().iter().map(|file| file["path"].as_str().unwrap()).collect();
+    let expected: Vec<String> = ["dovecot/auth.lua", "dovecot/dovecot.conf", "postfix/main.cf", "postfix/master.cf"]
+        .iter()
+        .map(|name| out.join(name).display().to_string())
+        .collect();
+    assert_eq!(paths, expected);
+
+    let mode = |name: &str| std::fs::metadata(out.join(name)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("dovecot/auth.lua"), 0o640);
+    assert_eq!(mode("postfix/main.cf"), 0o644);
+    assert_eq!(written[0]["group"], "dovecot");
+
+    let main_cf = std::fs::read_to_string(out.join("postfix/main.cf")).unwrap();
+    assert!(main_cf.contains("myhostname = mail.example.com"), "{main_cf}");
+    assert!(main_cf.contains("default_transport = error:"), "{main_cf}");
+    assert!(main_cf.contains(&format!("socketmap:unix:{}/run/socketmap:domains", data_dir.display())), "{main_cf}");
+    let master_cf = std::fs::read_to_string(out.join("postfix/master.cf")).unwrap();
+    assert!(master_cf.contains("127.0.0.1:12525"), "{master_cf}");
+    let dovecot_conf = std::fs::read_to_string(out.join("dovecot/dovecot.conf")).unwrap();
+    assert!(dovecot_conf.contains(&format!("file={}/dovecot/auth.lua", out.display())), "{dovecot_conf}");
+    assert!(dovecot_conf.contains("auth_failure_delay = 0 secs"), "{dovecot_conf}");
+
+    // The secret in auth.lua is the one `up --no-daemons` will use, kept in the data directory.
+    let secret = std::fs::read_to_string(data_dir.join("auth-secret")).unwrap().trim().to_owned();
+    assert_eq!(secret.len(), 64);
+    let auth_lua = std::fs::read_to_string(out.join("dovecot/auth.lua")).unwrap();
+    assert!(auth_lua.contains(&secret) && auth_lua.contains("http://127.0.0.1:18091"), "{auth_lua}");
+    // The self-signed certificate the files name exists, and Dovecot accepts the configuration.
+    assert!(data_dir.join("tls/cert.pem").is_file() && data_dir.join("tls/key.pem").is_file());
+    let doveconf = StdCommand::new("doveconf")
+        .args(["-c", out.join("dovecot/dovecot.conf").to_str().unwrap(), "-n"])
+        .output()
+        .unwrap();
+    assert!(doveconf.status.success(), "{}", String::from_utf8_lossy(&doveconf.stderr));
+
+    // Rendering again keeps the secret.
+    env.ok(&["render", "--dev", "--out", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(data_dir.join("auth-secret")).unwrap().trim(), secret);
+}
+
+#[test]
+fn render_refuses_a_configuration_the_daemons_cannot_take() {
+    let env = Env::new();
+    let out = env.dir.path().join("rendered");
+    std::fs::write(
+        env.dir.path().join("couchmail.toml"),
+        format!("data_dir = \"{}/my data\"\n", env.dir.path().display()),
+    )
+    .unwrap();
+    let stderr = env.fails(&["render", "--dev", "--out", out.to_str().unwrap()], 2);
+    assert!(stderr.contains("paths.data_dir"), "{stderr}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn sieve_put_refuses_a_script_sievec_rejects_with_its_line_number() {
+    let env = Env::new();
+    env.ok(&["domain", "add", "example.com"]);
+    env.ok(&["mailbox", "add", "alice@example.com"]);
+    let broken = env.dir.path().join("broken.sieve");
+    std::fs::write(&broken, "require \"fileinto\";\nif true {\n  fileinto\n}\n").unwrap();
+    let stderr = env.fails(&["sieve", "put", "alice@example.com", "broken", broken.to_str().unwrap()], 5);
+    assert!(stderr.contains("line 4: error"), "{stderr}");
+    assert!(stderr.contains("`script`"), "{stderr}");
+    assert_eq!(env.json(&["sieve", "list", "alice@example.com"]), Value::Array(Vec::new()));
+
+    let good = env.dir.path().join("good.sieve");
+    std::fs::write(&good, "require \"fileinto\";\nfileinto \"Archive\";\n").unwrap();
+    env.ok(&["sieve", "put", "alice@example.com", "good", good.to_str().unwrap()]);
+    assert_eq!(env.json(&["sieve", "list", "alice@example.com"]).as_array().unwrap().len(), 1);
 }
