@@ -98,6 +98,29 @@ pub fn probe_addresses(stack: &Stack) -> Vec<(&'static str, SocketAddr)> {
     ]
 }
 
+/// Fails naming the first public port that another program already uses,
+/// so that a busy port is reported at once instead of as a daemon that
+/// never answers (or, worse, someone else answering in its place).
+pub fn check_ports_free(stack: &Stack) -> Result<(), String> {
+    let host = match stack.listen {
+        Listen::AllInterfaces => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Listen::Address(address) => address,
+    };
+    let ports = &stack.ports;
+    for (key, port) in [
+        ("mail.smtp_port", ports.smtp),
+        ("mail.submission_port", ports.submission),
+        ("mail.submissions_port", ports.submissions),
+        ("mail.imaps_port", ports.imaps),
+    ] {
+        let address = SocketAddr::new(host, port);
+        if let Err(err) = std::net::TcpListener::bind(address) {
+            return Err(format!("cannot use {address} ({key}): {err}"));
+        }
+    }
+    Ok(())
+}
+
 /// Waits until every address accepts a connection; on timeout answers the
 /// names of those that did not.
 pub async fn wait_for_ports(addresses: &[(&'static str, SocketAddr)], timeout: Duration) -> Result<(), Vec<String>> {
@@ -216,6 +239,15 @@ mod tests {
         assert_eq!(probe_addresses(&stack)[0].1, "127.0.0.1:25".parse().unwrap());
         stack.listen = Listen::Address("::1".parse().unwrap());
         assert_eq!(probe_addresses(&stack)[1].1, "[::1]:993".parse().unwrap());
+    }
+
+    #[test]
+    fn a_busy_port_is_named_with_its_key() {
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut stack = Stack::dev("/srv/cm");
+        stack.ports.imaps = busy.local_addr().unwrap().port();
+        let err = check_ports_free(&stack).unwrap_err();
+        assert!(err.contains("mail.imaps_port"), "{err}");
     }
 
     #[tokio::test]

@@ -145,6 +145,12 @@ pub async fn run(mut config: Config, json: bool) -> anyhow::Result<()> {
         if n_stopped > 0 {
             tracing::warn!(n_stopped, "stopped daemons left running by an earlier couchmail up");
         }
+        daemons::check_ports_free(&stack).map_err(|why| {
+            Failure::new(Exit::Other, format!("a mail port is taken: {why}")).hint(
+                "stop the program that listens there (`ss -ltnp` names it; the system's own postfix or dovecot \
+                 service?), or choose other ports under [mail]",
+            )
+        })?;
         rendered.write_to(&stack.paths.config_dir).map_err(|err| {
             Failure::new(Exit::Other, format!("cannot write the Postfix and Dovecot configuration: {err}"))
                 .hint("check that the runtime directory is writable by root")

@@ -30,13 +30,22 @@ pub struct Certificate {
     pub self_signed: bool,
 }
 
-/// Checks a configured certificate: both files must be readable.
+/// Checks a configured certificate: both files must be readable PEM, a
+/// certificate and a private key (Dovecot would only find out at the first
+/// TLS handshake).
 pub fn configured(cert: &Path, key: &Path) -> anyhow::Result<Certificate> {
-    for (what, path) in [("certificate", cert), ("key", key)] {
-        std::fs::File::open(path).map_err(|err| {
-            Failure::new(Exit::Usage, format!("cannot read the TLS {what} {}: {err}", path.display()))
-                .hint("point tls.cert and tls.key at readable PEM files, or remove both for a self-signed certificate")
+    for (what, path, marker) in [("certificate", cert, "-----BEGIN CERTIFICATE-----"), ("key", key, "PRIVATE KEY-----")]
+    {
+        let fix = "point tls.cert and tls.key at readable PEM files (certificate chain and private key), or remove \
+                   both for a self-signed certificate";
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            Failure::new(Exit::Usage, format!("cannot read the TLS {what} {}: {err}", path.display())).hint(fix)
         })?;
+        if !text.contains(marker) {
+            return Err(Failure::new(Exit::Usage, format!("{} holds no PEM {what} (no `{marker}`)", path.display()))
+                .hint(fix)
+                .into());
+        }
     }
     Ok(Certificate { cert: cert.to_owned(), key: key.to_owned(), self_signed: false })
 }
@@ -130,9 +139,16 @@ mod tests {
     fn configured_files_must_be_readable() {
         let dir = tempfile::tempdir().unwrap();
         let cert = dir.path().join("cert.pem");
-        std::fs::write(&cert, "x").unwrap();
+        std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n").unwrap();
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n").unwrap();
         let err = configured(&cert, &dir.path().join("missing.pem")).unwrap_err();
         assert_eq!(crate::exit::classify(&err).0, Exit::Usage);
         assert!(err.to_string().contains("missing.pem"), "{err}");
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "garbage").unwrap();
+        let err = configured(&garbage, &key).unwrap_err();
+        assert!(err.to_string().contains("no PEM certificate"), "{err}");
+        assert!(!configured(&cert, &key).unwrap().self_signed);
     }
 }
