@@ -58,6 +58,8 @@ pub use tls::TlsClient;
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a stop may take before the harness kills what is left.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one readiness probe may wait for a daemon's answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a CLI call may take.
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 /// The host name the stack announces.
@@ -313,6 +315,11 @@ impl MailStack {
             return Err(format!("couchmail render failed: {}", describe_output(&output)));
         }
         self.prepare_daemon_directories()?;
+        // As `render` advises: the Lua script holds the auth secret and only Dovecot's group may read it.
+        let auth_script = self.rendered_dir.join("dovecot/auth.lua");
+        let (_, dovecot_gid) = user_ids("dovecot")?;
+        std::os::unix::fs::chown(&auth_script, None, Some(dovecot_gid))
+            .map_err(|err| format!("cannot give {} to group dovecot: {err}", auth_script.display()))?;
         let postfix_config = self.rendered_dir.join("postfix");
         let dovecot_config = self.rendered_dir.join("dovecot/dovecot.conf");
         let (postfix_log, dovecot_log) = (self.root.join("postfix.out"), self.root.join("dovecot.out"));
@@ -377,13 +384,14 @@ impl MailStack {
             self.check_smtp_greeting("SMTP", self.ports.smtp)?;
             self.check_smtp_greeting("submission", self.ports.submission)?;
             let tls = self.tls_client()?;
-            let submissions = SmtpClient::connect_tls(self.address(self.ports.submissions), None, &tls)
-                .map_err(|err| format!("submissions (TLS) on {}: {err}", self.ports.submissions))?;
+            let submissions =
+                SmtpClient::connect_within(self.address(self.ports.submissions), None, Some(&tls), PROBE_TIMEOUT)
+                    .map_err(|err| format!("submissions (TLS) on {}: {err}", self.ports.submissions))?;
             if submissions.greeting().code != 220 {
                 return Err(format!("submissions greeted with {}", submissions.greeting()));
             }
             submissions.quit();
-            ImapClient::connect_tls(self.address(self.ports.imaps), None, &tls)
+            ImapClient::connect_tls_within(self.address(self.ports.imaps), None, &tls, PROBE_TIMEOUT)
                 .map_err(|err| format!("IMAPS on {}: {err}", self.ports.imaps))?
                 .logout();
             Ok(())
@@ -426,7 +434,8 @@ impl MailStack {
 
     fn check_health(&self) -> Result<(), String> {
         let url = format!("http://127.0.0.1:{}/api/v1/health", self.ports.api);
-        let mut stream = net::connect(self.address(self.ports.api), None).map_err(|err| format!("{url}: {err}"))?;
+        let mut stream = net::connect_within(self.address(self.ports.api), None, PROBE_TIMEOUT)
+            .map_err(|err| format!("{url}: {err}"))?;
         stream
             .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             .map_err(|err| format!("{url}: {err}"))?;
@@ -441,7 +450,8 @@ impl MailStack {
     }
 
     fn check_smtp_greeting(&self, what: &str, port: u16) -> Result<(), String> {
-        let client = SmtpClient::connect(self.address(port), None).map_err(|err| format!("{what} on {port}: {err}"))?;
+        let client = SmtpClient::connect_within(self.address(port), None, None, PROBE_TIMEOUT)
+            .map_err(|err| format!("{what} on {port}: {err}"))?;
         if client.greeting().code != 220 {
             return Err(format!("{what} on {port} greeted with {}", client.greeting()));
         }
@@ -756,6 +766,19 @@ impl MailStack {
             Daemons::Couchmail => self.runtime_dir.join("postfix"),
             Daemons::Harness => self.rendered_dir.join("postfix"),
         }
+    }
+
+    /// `postfix reload`: Postfix re-reads its configuration and replaces
+    /// its daemon processes (their caches go with them).
+    ///
+    /// # Panics
+    /// When the reload fails.
+    pub fn postfix_reload(&self) {
+        let mut command = Command::new("/usr/sbin/postfix");
+        command.arg("-c").arg(self.postfix_config_dir()).arg("reload");
+        let output = run_with_timeout(command, "", Duration::from_secs(20))
+            .unwrap_or_else(|err| panic!("postfix reload: {err}\n{}", self.diagnostics()));
+        assert!(output.status.success(), "postfix reload: {}\n{}", describe_output(&output), self.diagnostics());
     }
 
     /// `postqueue -p`: what waits in Postfix's queue.

@@ -9,7 +9,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use super::net::{LineStream, connect};
+use super::net::{IO_TIMEOUT, LineStream, connect_within};
 use super::tls::TlsClient;
 
 /// The result word of a tagged response.
@@ -21,6 +21,9 @@ pub enum Status {
     No,
     /// `BAD`: a protocol error.
     Bad,
+    /// No tagged answer: the server closed the connection, perhaps after
+    /// `* BYE` (Dovecot closes silently after an internal login failure).
+    Closed,
 }
 
 /// The answer to one command.
@@ -58,7 +61,17 @@ pub struct ImapClient {
 impl ImapClient {
     /// Connects with implicit TLS (port 993) and reads the `* OK` greeting.
     pub fn connect_tls(server: SocketAddr, source: Option<IpAddr>, tls: &TlsClient) -> io::Result<ImapClient> {
-        let mut stream = LineStream::tls(connect(server, source)?, tls)?;
+        ImapClient::connect_tls_within(server, source, tls, IO_TIMEOUT)
+    }
+
+    /// [`connect_tls`](Self::connect_tls) with `timeout` for every read and write.
+    pub fn connect_tls_within(
+        server: SocketAddr,
+        source: Option<IpAddr>,
+        tls: &TlsClient,
+        timeout: std::time::Duration,
+    ) -> io::Result<ImapClient> {
+        let mut stream = LineStream::tls(connect_within(server, source, timeout)?, tls)?;
         let greeting = stream.read_line()?;
         if !greeting.starts_with("* OK") {
             return Err(io::Error::other(format!("not an IMAP greeting: {greeting:?}")));
@@ -78,7 +91,15 @@ impl ImapClient {
         self.stream.send(format!("{tag} {command}\r\n").as_bytes())?;
         let mut untagged = Vec::new();
         loop {
-            let line = self.read_logical_line()?;
+            let line = match self.read_logical_line() {
+                Ok(line) => line,
+                Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
+                    let bye = untagged.iter().rev().find_map(|line: &String| line.strip_prefix("BYE"));
+                    let text = bye.map_or_else(|| "(closed without an answer)".to_owned(), |bye| bye.trim().to_owned());
+                    return Ok(Response { status: Status::Closed, text, untagged });
+                }
+                Err(err) => return Err(err),
+            };
             if let Some(rest) = line.strip_prefix("* ") {
                 untagged.push(rest.to_owned());
                 continue;

@@ -19,6 +19,12 @@ const MAX_LINE: usize = 1024 * 1024;
 /// ours to use, and Dovecot's login penalty counts failures per client
 /// address, so tests that fail logins on purpose use their own).
 pub fn connect(server: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    connect_within(server, source, IO_TIMEOUT)
+}
+
+/// [`connect`] with another timeout for the connect and every later read
+/// and write (readiness checks want a hung server to fail fast).
+pub fn connect_within(server: SocketAddr, source: Option<IpAddr>, timeout: Duration) -> io::Result<TcpStream> {
     let socket = Socket::new(Domain::for_address(server), Type::STREAM, Some(Protocol::TCP))?;
     if let Some(source) = source {
         socket
@@ -26,11 +32,11 @@ pub fn connect(server: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStre
             .map_err(|err| io::Error::new(err.kind(), format!("cannot bind to {source}: {err}")))?;
     }
     socket
-        .connect_timeout(&SockAddr::from(server), IO_TIMEOUT)
+        .connect_timeout(&SockAddr::from(server), timeout)
         .map_err(|err| io::Error::new(err.kind(), format!("cannot connect to {server}: {err}")))?;
     let tcp: TcpStream = socket.into();
-    tcp.set_read_timeout(Some(IO_TIMEOUT))?;
-    tcp.set_write_timeout(Some(IO_TIMEOUT))?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout))?;
     tcp.set_nodelay(true)?;
     Ok(tcp)
 }

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use base64::Engine as _;
 
-use super::net::{LineStream, connect};
+use super::net::{IO_TIMEOUT, LineStream, connect_within};
 use super::tls::TlsClient;
 
 /// One SMTP reply: its code and the text of each line.
@@ -78,12 +78,27 @@ pub struct SmtpClient {
 impl SmtpClient {
     /// Connects without TLS (ports 25 and 587) and reads the greeting.
     pub fn connect(server: SocketAddr, source: Option<IpAddr>) -> io::Result<SmtpClient> {
-        SmtpClient::greet(LineStream::plain(connect(server, source)?))
+        SmtpClient::connect_within(server, source, None, IO_TIMEOUT)
     }
 
     /// Connects with implicit TLS (port 465) and reads the greeting.
     pub fn connect_tls(server: SocketAddr, source: Option<IpAddr>, tls: &TlsClient) -> io::Result<SmtpClient> {
-        SmtpClient::greet(LineStream::tls(connect(server, source)?, tls)?)
+        SmtpClient::connect_within(server, source, Some(tls), IO_TIMEOUT)
+    }
+
+    /// Connects, with implicit TLS when `tls` is given, and gives every
+    /// later read and write `timeout`.
+    pub fn connect_within(
+        server: SocketAddr,
+        source: Option<IpAddr>,
+        tls: Option<&TlsClient>,
+        timeout: std::time::Duration,
+    ) -> io::Result<SmtpClient> {
+        let tcp = connect_within(server, source, timeout)?;
+        match tls {
+            Some(tls) => SmtpClient::greet(LineStream::tls(tcp, tls)?),
+            None => SmtpClient::greet(LineStream::plain(tcp)),
+        }
     }
 
     fn greet(mut stream: LineStream) -> io::Result<SmtpClient> {
