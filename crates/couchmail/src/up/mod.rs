@@ -108,6 +108,10 @@ struct Summary {
 /// Runs the stack until a stop signal; returns after a clean shutdown.
 pub async fn run(mut config: Config, json: bool) -> anyhow::Result<()> {
     render::make_paths_absolute(&mut config)?;
+    // Listen for SIGINT and SIGTERM from the start: an interrupted package
+    // installation must still remove its temporary policy-rc.d, so the
+    // signal is noticed between steps rather than killing the process.
+    let mut signals = Signals::new()?;
     let with_daemons = config.mail.daemons;
     let (vmail, postfix_ids) = if with_daemons {
         require_root()?;
@@ -115,6 +119,10 @@ pub async fn run(mut config: Config, json: bool) -> anyhow::Result<()> {
     } else {
         (render::vmail_ids()?, None)
     };
+    if let Some(signal) = signals.pending().await {
+        tracing::info!(signal, "stopping before anything started");
+        return Ok(());
+    }
 
     let auth_secret =
         if with_daemons { render::new_auth_secret() } else { render::persistent_auth_secret(&config.data_dir)? };
@@ -177,7 +185,6 @@ pub async fn run(mut config: Config, json: bool) -> anyhow::Result<()> {
     };
     let running = Running { services, shutdown, sockets, daemons: None };
 
-    let mut signals = Signals::new()?;
     let started = Instant::now();
     tokio::select! {
         _ = wait_for_index(&index) => {}
@@ -360,7 +367,11 @@ async fn start_daemons(stack: &Stack, signals: &mut Signals) -> anyhow::Result<O
             Exit::Other,
             format!("{} did not answer within {} s\n{tails}", silent.join(" and "), daemons::START_TIMEOUT.as_secs()),
         )
-        .hint("is another mail server using these ports (`ss -ltnp`)? Stop it, or choose other ports under [mail]")
+        .hint(format!(
+            "the lines above are the end of the daemons' logs: fix what they name (the rendered files are in {}) \
+             and run couchmail up again",
+            stack.paths.config_dir.display()
+        ))
         .into());
     }
     tracing::info!("Postfix and Dovecot are answering");
@@ -499,6 +510,15 @@ impl Signals {
             interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
             terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
         })
+    }
+
+    /// A signal that arrived since the last look, without waiting for one.
+    async fn pending(&mut self) -> Option<&'static str> {
+        tokio::select! {
+            biased;
+            signal = self.recv() => Some(signal),
+            () = std::future::ready(()) => None,
+        }
     }
 
     async fn recv(&mut self) -> &'static str {
@@ -745,6 +765,22 @@ mod tests {
         production.hostname = "mail.example.com".into();
         assert_eq!(port_summaries(&production)[0].listen, "*:25");
         assert_eq!(client_host(&production), "mail.example.com");
+    }
+
+    #[tokio::test]
+    async fn a_signal_between_steps_is_noticed_without_waiting() {
+        let mut signals = Signals::new().unwrap();
+        assert_eq!(signals.pending().await, None);
+        rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::TERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            if let Some(signal) = signals.pending().await {
+                assert_eq!(signal, "SIGTERM");
+                break;
+            }
+            assert!(Instant::now() < deadline, "SIGTERM was not noticed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[test]
