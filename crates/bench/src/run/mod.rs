@@ -1,0 +1,235 @@
+//! `couchmail-bench all`: every benchmark of issues #2 and #3, each beside its alternative, in one run; then the
+//! report (docs/benchmarks.md).
+//!
+//! Order: the index builds (one process per size), propagation, then one `serve` process that answers the
+//! socketmap lookups (against LMDB and PostgreSQL) and the Dovecot logins (against a passwd-file).
+//! Daemons are started privately (scratch directories, unix sockets, loopback) and stopped at the end, also when
+//! a step fails.
+
+mod auth;
+mod index;
+mod lookups;
+mod machine;
+mod postgres;
+mod process;
+mod report;
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use couchmail_model::{Password, PasswordHash};
+use serde_json::Value;
+
+use crate::population::PASSWORD;
+use process::{ChildGuard, stdout_of};
+
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Small sizes, a smoke run of every step; the report goes to stdout unless --out is given.
+    #[arg(long)]
+    quick: bool,
+    /// Where the report is written.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The index crate's benchmark program (`cargo build --release -p couchmail-index --example index_bench`).
+    #[arg(long)]
+    index_bench: PathBuf,
+    /// Where scratch files, stores and daemons live; memory (/dev/shm) by default.
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// How the run was started, for the report.
+    #[arg(long, default_value = "cargo xtask bench")]
+    command: String,
+}
+
+/// The sizes of one run.
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    pub index_mailboxes: Vec<usize>,
+    pub propagate_samples: usize,
+    pub propagate_mailboxes: usize,
+    pub lookup_addresses: usize,
+    pub lookup_queries: usize,
+    pub logins: usize,
+    pub auth_lookups: usize,
+    pub socket_auth_lookups: usize,
+}
+
+impl Sizes {
+    fn full() -> Sizes {
+        Sizes {
+            index_mailboxes: vec![1_000, 100_000, 1_000_000],
+            propagate_samples: 1000,
+            propagate_mailboxes: 100_000,
+            lookup_addresses: 100_000,
+            lookup_queries: 200_000,
+            logins: 200,
+            auth_lookups: 1000,
+            socket_auth_lookups: 10_000,
+        }
+    }
+
+    fn quick() -> Sizes {
+        Sizes {
+            index_mailboxes: vec![1_000, 10_000],
+            propagate_samples: 100,
+            propagate_mailboxes: 1_000,
+            lookup_addresses: 10_000,
+            lookup_queries: 20_000,
+            logins: 20,
+            auth_lookups: 100,
+            socket_auth_lookups: 1000,
+        }
+    }
+}
+
+/// What the lookup and login benchmarks share: the scratch directory and the running `serve` process.
+pub struct Context {
+    pub scratch: PathBuf,
+    pub bench_exe: PathBuf,
+    pub serve_pid: u32,
+    pub socketmap: PathBuf,
+    pub auth_address: String,
+    pub secret: String,
+    /// The `{ARGON2ID}…` hash every mailbox carries.
+    pub hash: String,
+}
+
+pub fn all(options: &Options) -> Result<()> {
+    if stdout_of(Command::new("id").arg("-u"))? != "0" {
+        bail!("the benchmarks run PostgreSQL as `postgres` and a private Dovecot: run them as root");
+    }
+    process::stop_daemons_on_interrupt()?;
+    let started = Instant::now();
+    let sizes = if options.quick { Sizes::quick() } else { Sizes::full() };
+    let work_dir = options.work_dir.clone().unwrap_or_else(crate::default_work_dir);
+    let date = stdout_of(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?;
+    let machine = machine::describe();
+
+    let index_results = index::run(
+        &options.index_bench,
+        &work_dir,
+        &sizes.index_mailboxes,
+        sizes.propagate_samples,
+        sizes.propagate_mailboxes,
+    )?;
+
+    let scratch_dir = tempfile::Builder::new()
+        .prefix("couchmail-bench")
+        .tempdir_in(&work_dir)
+        .with_context(|| format!("make a directory in {}", work_dir.display()))?;
+    // PostgreSQL (as `postgres`) and Dovecot's unprivileged processes reach their files through this directory.
+    std::fs::set_permissions(scratch_dir.path(), std::fs::Permissions::from_mode(0o755))
+        .context("open the scratch directory")?;
+    let scratch = scratch_dir.path().to_path_buf();
+
+    let password = Password::new(PASSWORD.to_owned()).context("the benchmark password")?;
+    let hash_started = Instant::now();
+    let hash = PasswordHash::new(&password);
+    let hash_ms = hash_started.elapsed().as_secs_f64() * 1000.0;
+    let hash_file = scratch.join("hash");
+    std::fs::write(&hash_file, hash.as_str()).context("write the hash file")?;
+    let secret = random_hex();
+    let secret_file = scratch.join("secret");
+    std::fs::write(&secret_file, &secret).context("write the secret file")?;
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).context("protect the secret")?;
+
+    let bench_exe = std::env::current_exe().context("find couchmail-bench itself")?;
+    let socketmap = scratch.join("socketmap");
+    let mut serve_command = Command::new(&bench_exe);
+    serve_command
+        .arg("serve")
+        .args(["--mailboxes", &sizes.lookup_addresses.to_string()])
+        .arg("--hash-file")
+        .arg(&hash_file)
+        .arg("--socketmap")
+        .arg(&socketmap)
+        .arg("--secret-file")
+        .arg(&secret_file);
+    let serve_shown = process::shown(&serve_command);
+    eprintln!("bench: {serve_shown}");
+    let mut serve = ChildGuard::new(
+        serve_command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start `{serve_shown}`"))?,
+        "couchmail-bench serve",
+    );
+    let serve_ready = read_ready_line(&mut serve)?;
+    let auth_address = serve_ready["auth_address"].as_str().context("serve named no auth address")?.to_owned();
+    let context = Context {
+        scratch: scratch.clone(),
+        bench_exe,
+        serve_pid: serve.pid(),
+        socketmap,
+        auth_address,
+        secret,
+        hash: hash.as_str().to_owned(),
+    };
+
+    let lookup_results = lookups::run(&context, sizes.lookup_addresses, sizes.lookup_queries)?;
+    let auth_sizes = auth::AuthSizes {
+        users: sizes.lookup_addresses,
+        doveadm_logins: sizes.logins,
+        doveadm_lookups: sizes.auth_lookups,
+        socket_logins: sizes.logins,
+        socket_lookups: sizes.socket_auth_lookups,
+    };
+    let auth_results = auth::run(&context, auth_sizes)?;
+    serve.close_and_wait(Duration::from_secs(30))?;
+    drop(scratch_dir);
+
+    let report = report::Report {
+        date,
+        command: options.command.clone(),
+        quick: options.quick,
+        total_s: started.elapsed().as_secs_f64(),
+        machine,
+        sizes,
+        index: index_results,
+        serve_command: serve_shown,
+        serve_ready,
+        hash_ms,
+        lookups: lookup_results,
+        auth: auth_results,
+    };
+    let markdown = report.to_markdown();
+    match &options.out {
+        Some(path) => {
+            std::fs::write(path, markdown).with_context(|| format!("write {}", path.display()))?;
+            eprintln!("bench: wrote {} ({:.0} s)", path.display(), report.total_s);
+        }
+        None => print!("{markdown}"),
+    }
+    Ok(())
+}
+
+/// Reads the JSON line `serve` prints once it listens.
+fn read_ready_line(serve: &mut ChildGuard) -> Result<Value> {
+    let stdout = serve.child.stdout.take().context("serve has no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).context("read serve's ready line")?;
+    if line.trim().is_empty() {
+        bail!("couchmail-bench serve ended before it was ready");
+    }
+    serde_json::from_str(line.trim()).with_context(|| format!("serve printed `{line}`"))
+}
+
+/// 128 random bits as hex, from the standard library's randomly seeded hasher: a bearer secret for an endpoint
+/// that lives on loopback for the length of one run.
+fn random_hex() -> String {
+    (0..2)
+        .map(|_| {
+            let mut hasher = RandomState::new().build_hasher();
+            hasher.write_u64(u64::from(std::process::id()));
+            format!("{:016x}", hasher.finish())
+        })
+        .collect()
+}
