@@ -130,6 +130,9 @@ pub fn run(context: &RunContext, sizes: AuthSizes) -> Result<AuthResults> {
 
     // Users are handed out once each, across every run, so that no answer comes from the auth cache.
     let next_user = AtomicUsize::new(0);
+    // Both Dovecots run at once (the idle one costs nothing), so that each couchmail row and its passwd-file row
+    // run back to back: on a shared machine, load that comes and goes then weighs on both alike.
+    let mut dovecots = Vec::new();
     for passdb in [Passdb::CouchmailLua, Passdb::PasswdFile] {
         let databases = match passdb {
             Passdb::CouchmailLua => {
@@ -149,26 +152,38 @@ pub fn run(context: &RunContext, sizes: AuthSizes) -> Result<AuthResults> {
         // Unmeasured: loads the passwd-file, starts the auth workers and their HTTP clients.
         run_requests(&dovecot, &population, &next_user, Operation::Login, 1, 4)?;
         run_requests(&dovecot, &population, &next_user, Operation::Lookup, 1, 20)?;
-        let plan = [
-            (Operation::Login, Via::Doveadm, sizes.doveadm_logins),
-            (Operation::Lookup, Via::Doveadm, sizes.doveadm_lookups),
-            (Operation::Login, Via::Socket, sizes.socket_logins),
-            (Operation::Lookup, Via::Socket, sizes.socket_lookups),
-        ];
-        for (operation, via, n_requests) in plan {
-            for n_clients in [1, 4] {
+        results.commands.push(format!("dovecot -c {}", dovecot.config.display()));
+        results.commands.push(format!("{} USER '{PASSWORD}'", shown(&dovecot.doveadm(&["auth", "test"]))));
+        results.commands.push(format!("{} USER", shown(&dovecot.doveadm(&["auth", "lookup"]))));
+        for operation in [Operation::Login, Operation::Lookup] {
+            let command = socket_client(context, &dovecot, &population, operation);
+            results.commands.push(format!("{} --first FIRST --count COUNT --clients N", shown(&command)));
+        }
+        dovecots.push((passdb, dovecot));
+    }
+
+    let plan = [
+        (Operation::Login, Via::Doveadm, sizes.doveadm_logins),
+        (Operation::Lookup, Via::Doveadm, sizes.doveadm_lookups),
+        (Operation::Login, Via::Socket, sizes.socket_logins),
+        (Operation::Lookup, Via::Socket, sizes.socket_lookups),
+    ];
+    for (operation, via, n_requests) in plan {
+        for n_clients in [1, 4] {
+            for (passdb, dovecot) in &dovecots {
+                let passdb = *passdb;
                 let dovecot_before = tree_cpu_s(dovecot.master_pid)?;
                 let couchmail_before = cpu_times(&context.serve_pid.to_string())?.own_s;
                 let client_before = cpu_times("self")?.children_s;
                 let started = Instant::now();
                 let percentiles_us = match via {
                     Via::Doveadm => {
-                        run_requests(&dovecot, &population, &next_user, operation, n_clients, n_requests)?;
+                        run_requests(dovecot, &population, &next_user, operation, n_clients, n_requests)?;
                         None
                     }
                     Via::Socket => {
                         let first = next_user.fetch_add(n_requests, Ordering::SeqCst);
-                        let mut command = socket_client(context, &dovecot, &population, operation);
+                        let mut command = socket_client(context, dovecot, &population, operation);
                         command.args(["--first", &first.to_string(), "--count", &n_requests.to_string()]);
                         command.args(["--clients", &n_clients.to_string()]);
                         let printed = stdout_of(&mut command)?;
@@ -198,15 +213,12 @@ pub fn run(context: &RunContext, sizes: AuthSizes) -> Result<AuthResults> {
                 results.runs.push(run);
             }
         }
-        results.commands.push(format!("dovecot -c {}", dovecot.config.display()));
-        results.commands.push(format!("{} USER '{PASSWORD}'", shown(&dovecot.doveadm(&["auth", "test"]))));
-        results.commands.push(format!("{} USER", shown(&dovecot.doveadm(&["auth", "lookup"]))));
-        for operation in [Operation::Login, Operation::Lookup] {
-            let command = socket_client(context, &dovecot, &population, operation);
-            results.commands.push(format!("{} --first FIRST --count COUNT --clients N", shown(&command)));
-        }
+    }
+    for (_, dovecot) in dovecots {
         dovecot.stop()?;
     }
+    // The report lists each passdb's rows together.
+    results.runs.sort_by_key(|run| run.passdb != Passdb::CouchmailLua);
     Ok(results)
 }
 

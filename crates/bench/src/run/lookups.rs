@@ -58,10 +58,22 @@ impl PostmapRun {
     }
 }
 
+/// Where the client and the server of a run were allowed to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Wherever the scheduler puts them.
+    Free,
+    /// Both on core 0.
+    SameCore,
+    /// The server on core 0, the client on core 1.
+    ApartCores,
+}
+
 /// One run of our own socketmap client.
 #[derive(Debug, Clone)]
 pub struct OwnClientRun {
     pub clients: usize,
+    pub placement: Placement,
     pub result: Value,
     pub server_cpu_s: f64,
 }
@@ -135,11 +147,19 @@ pub fn run(context: &RunContext, n_addresses: usize, n_queries: usize) -> Result
             Backend::Pgsql => format!("pgsql:{}", pgsql_cf.display()),
         }
     };
-    for backend in [Backend::Socketmap, Backend::Lmdb, Backend::Pgsql] {
-        let map = map_of(backend);
+    let backends = [Backend::Socketmap, Backend::Lmdb, Backend::Pgsql];
+    for backend in backends {
         // A few thousand lookups first, unmeasured, so that every backend starts with warm caches.
-        postmap_clients(&postfix_dir, &map, std::slice::from_ref(&files.warm_up), &context.scratch)?;
-        for n_clients in [1, 4] {
+        postmap_clients(&postfix_dir, &map_of(backend), std::slice::from_ref(&files.warm_up), &context.scratch)?;
+        let mut command = Command::new("postmap");
+        command.arg("-c").arg(&postfix_dir).args(["-q", "-", &map_of(backend)]);
+        results.commands.push(format!("{} < QUERIES", shown(&command)));
+    }
+    // The backends take turns at each number of clients, so that load that comes and goes on a shared machine
+    // weighs on all of them alike.
+    for n_clients in [1, 4] {
+        for backend in backends {
+            let map = map_of(backend);
             let server_cpu_before = server_cpu_s(backend, context.serve_pid, &cluster)?;
             let client_cpu_before = cpu_times("self")?.children_s;
             let started = Instant::now();
@@ -160,14 +180,33 @@ pub fn run(context: &RunContext, n_addresses: usize, n_queries: usize) -> Result
                 server_cpu_s: server_cpu_after.zip(server_cpu_before).map(|(after, before)| after - before),
             });
         }
-        let mut command = Command::new("postmap");
-        command.arg("-c").arg(&postfix_dir).args(["-q", "-", &map]);
-        results.commands.push(format!("{} < QUERIES", shown(&command)));
     }
+    // The report lists each backend's rows together.
+    results.postmap.sort_by_key(|run| backends.iter().position(|backend| *backend == run.backend));
     drop(cluster);
 
-    for n_clients in [1, 4] {
-        let mut command = Command::new(&context.bench_exe);
+    // A single client waits for the server and the server for the client, so where the scheduler puts the two
+    // matters: the last two runs pin them to one core, then to two different cores (`taskset`).
+    let n_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut plan = vec![(1, Placement::Free), (4, Placement::Free), (1, Placement::SameCore)];
+    if n_cores >= 2 {
+        plan.push((1, Placement::ApartCores));
+    }
+    for (n_clients, placement) in plan {
+        let client_core = match placement {
+            Placement::Free => None,
+            Placement::SameCore => Some("0"),
+            Placement::ApartCores => Some("1"),
+        };
+        let mut command = match client_core {
+            Some(core) => {
+                output(Command::new("taskset").args(["-a", "-p", "-c", "0", &context.serve_pid.to_string()]))?;
+                let mut command = Command::new("taskset");
+                command.args(["-c", core]).arg(&context.bench_exe);
+                command
+            }
+            None => Command::new(&context.bench_exe),
+        };
         command
             .arg("socketmap-client")
             .arg("--socket")
@@ -176,8 +215,13 @@ pub fn run(context: &RunContext, n_addresses: usize, n_queries: usize) -> Result
             .arg(&files.queries)
             .args(["--clients", &n_clients.to_string()]);
         let server_before = cpu_times(&context.serve_pid.to_string())?.own_s;
-        let printed = output(&mut command)?;
+        let printed = output(&mut command);
         let server_cpu_s = cpu_times(&context.serve_pid.to_string())?.own_s - server_before;
+        if client_core.is_some() {
+            let all_cores = format!("0-{}", n_cores - 1);
+            output(Command::new("taskset").args(["-a", "-p", "-c", &all_cores, &context.serve_pid.to_string()]))?;
+        }
+        let printed = printed?;
         let stdout = String::from_utf8_lossy(&printed.stdout);
         let result: Value =
             serde_json::from_str(stdout.trim()).with_context(|| format!("`{}` printed `{stdout}`", shown(&command)))?;
@@ -185,9 +229,13 @@ pub fn run(context: &RunContext, n_addresses: usize, n_queries: usize) -> Result
         if found != results.n_present {
             bail!("our socketmap client found {found} keys of {n_queries}, expected {}", results.n_present);
         }
-        eprintln!("bench: socketmap-client × {n_clients}: {result}");
-        results.commands.push(shown(&command));
-        results.own_client.push(OwnClientRun { clients: n_clients, result, server_cpu_s });
+        eprintln!("bench: socketmap-client × {n_clients} ({placement:?}): {result}");
+        if client_core.is_some() {
+            results.commands.push(format!("taskset -a -p -c 0 SERVE_PID; {}", shown(&command)));
+        } else {
+            results.commands.push(shown(&command));
+        }
+        results.own_client.push(OwnClientRun { clients: n_clients, placement, result, server_cpu_s });
     }
     Ok(results)
 }

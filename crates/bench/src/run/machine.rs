@@ -32,7 +32,14 @@ pub fn describe() -> Vec<(String, String)> {
         ("Postfix".to_owned(), package("postfix")),
         ("Dovecot".to_owned(), command("dovecot", &["--version"])),
         ("PostgreSQL".to_owned(), command("postgres", &["--version"])),
+        ("Load average at the start (1, 5, 15 min)".to_owned(), load_average()),
     ]
+}
+
+/// The 1, 5 and 15 minute load averages: the machine may be shared, and a busy one slows every figure.
+pub fn load_average() -> String {
+    let loadavg = read_trimmed("/proc/loadavg");
+    loadavg.split_whitespace().take(3).collect::<Vec<_>>().join(", ")
 }
 
 fn read_trimmed(path: &str) -> String {

@@ -192,11 +192,13 @@ pub fn all(options: &Options) -> Result<()> {
         quick: options.quick,
         total_s: started.elapsed().as_secs_f64(),
         machine,
+        load_at_end: machine::load_average(),
         sizes,
         index: index_results,
         serve_command: serve_shown,
         serve_ready,
         hash_ms,
+        hash_len: hash.as_str().len(),
         lookups: lookup_results,
         auth: auth_results,
     };

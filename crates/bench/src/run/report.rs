@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::Sizes;
 use super::auth::{AuthResults, AuthRun, Operation, Passdb, Via};
 use super::index::IndexResults;
-use super::lookups::{Backend, LookupResults};
+use super::lookups::{Backend, LookupResults, Placement};
 
 pub struct Report {
     pub date: String,
@@ -16,11 +16,14 @@ pub struct Report {
     pub quick: bool,
     pub total_s: f64,
     pub machine: Vec<(String, String)>,
+    pub load_at_end: String,
     pub sizes: Sizes,
     pub index: IndexResults,
     pub serve_command: String,
     pub serve_ready: Value,
     pub hash_ms: f64,
+    /// The length of the `{ARGON2ID}…` hash string every mailbox carries.
+    pub hash_len: usize,
     pub lookups: LookupResults,
     pub auth: AuthResults,
 }
@@ -40,7 +43,7 @@ impl Report {
         let _ = writeln!(out, "# Benchmarks\n");
         let _ = writeln!(
             out,
-            "Written by `{}` on {}; the whole run took {}.",
+            "Written by `{}` on {}; the whole run took {} after the release builds.",
             self.command,
             self.date,
             minutes(self.total_s)
@@ -61,6 +64,11 @@ impl Report {
         for (name, value) in &self.machine {
             let _ = writeln!(out, "| {name} | {} |", value.replace('|', "\\|"));
         }
+        let _ = writeln!(out, "| Load average at the end (1, 5, 15 min) | {} |", self.load_at_end);
+        let _ = writeln!(
+            out,
+            "\nThe machine may be shared with other work (builds, tests); the load averages say how busy it was around the run."
+        );
         let _ = writeln!(out, "\n## Running it\n");
         let _ = writeln!(out, "```sh");
         let _ = writeln!(out, "cargo xtask bench           # everything (as root), rewrites docs/benchmarks.md");
@@ -128,7 +136,8 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "Every mailbox carries a real argon2id hash string (97 bytes), which is most of an entry; the rest is the address, the hash map's slots and the snapshot's bookkeeping."
+                "Every mailbox carries a real argon2id hash string ({} bytes; aliases carry none); the rest is addresses, alias targets, the hash maps' slots and the snapshot's bookkeeping.",
+                self.hash_len
             );
             let _ = writeln!(
                 out,
@@ -142,9 +151,11 @@ impl Report {
             .chunks(2)
             .filter_map(|pair| match pair {
                 [default, capped] => Some(format!(
-                    "{} → {} MiB at {}",
+                    "{} → {} MiB and {} → {} s at {}",
                     fixed(number(&default.result, "rss_after_build_kib") / 1024.0, 1),
                     fixed(number(&capped.result, "rss_after_build_kib") / 1024.0, 1),
+                    fixed(number(&default.result, "build_ms") / 1000.0, 2),
+                    fixed(number(&capped.result, "build_ms") / 1000.0, 2),
                     count(default.mailboxes as f64),
                 )),
                 _ => None,
@@ -153,8 +164,18 @@ impl Report {
         if !arena_pairs.is_empty() {
             let _ = writeln!(
                 out,
-                "`MALLOC_ARENA_MAX=2` changes the resident memory after the build from default to capped arenas as follows: {}.",
-                arena_pairs.join(", ")
+                "From default to capped arenas (`MALLOC_ARENA_MAX=2`), the resident memory after the build and the build time go: {}.",
+                arena_pairs.join("; ")
+            );
+        }
+        if let Some([default, capped]) = self.index.builds.rchunks(2).next() {
+            let rss = |build: &super::index::BuildRun| number(&build.result, "rss_after_build_kib");
+            let build_s = |build: &super::index::BuildRun| number(&build.result, "build_ms") / 1000.0;
+            let _ = writeln!(
+                out,
+                "At the largest size, capping the arenas saves {}% of the resident memory, and the build took {}× as long.",
+                fixed((1.0 - rss(capped) / rss(default)) * 100.0, 0),
+                fixed(build_s(capped) / build_s(default), 2),
             );
         }
 
@@ -258,14 +279,19 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "| Clients | Lookups/s | p50 (µs) | p99 (µs) | max (µs) | couchmail CPU per lookup (µs) |\n|---:|---:|---:|---:|---:|---:|"
+            "| Clients | Lookups/s | p50 (µs) | p99 (µs) | max (µs) | couchmail CPU per lookup (µs) |\n|---|---:|---:|---:|---:|---:|"
         );
         for run in &lookups.own_client {
             let result = &run.result;
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {}{} | {} | {} | {} | {} | {} |",
                 run.clients,
+                match run.placement {
+                    Placement::Free => "",
+                    Placement::SameCore => ", client and server pinned to one core",
+                    Placement::ApartCores => ", client and server pinned to two different cores",
+                },
                 count(number(result, "lookups_per_s")),
                 fixed(number(result, "p50_us"), 1),
                 fixed(number(result, "p99_us"), 1),
@@ -296,9 +322,39 @@ impl Report {
                 "LMDB is a memory-mapped file read inside postmap itself, with no server and no round trip: it is the floor a networked map cannot reach, and has to be rebuilt (`postmap`) and its readers reopened for every change, where couchmail's index follows the store's changes feed."
             );
         }
+        if let (Some(socketmap), Some(pgsql)) = (find(Backend::Socketmap, 1), find(Backend::Pgsql, 1)) {
+            let per_lookup_us = |run: &super::lookups::PostmapRun| {
+                run.server_cpu_s.map_or(f64::NAN, |cpu_s| cpu_s / run.lookups as f64 * 1e6)
+            };
+            let _ = writeln!(
+                out,
+                "couchmail's server spends {} µs of CPU per lookup (one client), PostgreSQL {} µs; of couchmail's, the lookup in the snapshot is about a microsecond (the \"Mailbox lookup\" column of issue #2's table), and the rest goes to receiving each request and sending its reply (a read and a write system call per request, and the wake-ups in between).",
+                fixed(per_lookup_us(socketmap), 1),
+                fixed(per_lookup_us(pgsql), 1),
+            );
+        }
+        let own = |clients: usize, placement: Placement| {
+            lookups.own_client.iter().find(|run| run.clients == clients && run.placement == placement)
+        };
+        if let (Some(same), Some(apart)) = (own(1, Placement::SameCore), own(1, Placement::ApartCores)) {
+            let _ = writeln!(
+                out,
+                "One client and the server wait on each other: each lookup wakes the server, then the client. Pinned to one core (`taskset`), a single client gets a p50 of {} µs and {} lookups/s; pinned to two different cores, {} µs and {} lookups/s, since each lookup then also waits for an idle core to wake. Waking and going back to sleep costs CPU too: the server's CPU per lookup goes from {} µs on one core to {} µs on two.",
+                fixed(number(&same.result, "p50_us"), 1),
+                count(number(&same.result, "lookups_per_s")),
+                fixed(number(&apart.result, "p50_us"), 1),
+                count(number(&apart.result, "lookups_per_s")),
+                fixed(same.server_cpu_s / number(&same.result, "lookups") * 1e6, 1),
+                fixed(apart.server_cpu_s / number(&apart.result, "lookups") * 1e6, 1),
+            );
+            let _ = writeln!(
+                out,
+                "Left to the scheduler, a run lands anywhere between the two, depending on what else the machine is doing: the single-client rows, PostgreSQL's included, vary from run to run for that reason."
+            );
+        }
         let _ = writeln!(
             out,
-            "The machine has two cores, shared by the clients and the server: with four clients they compete for them, so the four-client rows measure contention as much as the servers."
+            "The machine has two cores, shared by the clients and the server: with four clients they compete for them, which also keeps the cores awake."
         );
     }
 
@@ -413,23 +469,24 @@ impl Report {
         let scaling = |passdb: Passdb, operation: Operation| {
             let one = self.auth_run(passdb, operation, Via::Socket, 1)?;
             let four = self.auth_run(passdb, operation, Via::Socket, 4)?;
-            Some(four.per_s() / one.per_s())
+            // Cores' worth of Dovecot CPU: requests per second times Dovecot's CPU seconds per request.
+            let cores = four.per_s() * four.dovecot_cpu_s / four.requests as f64;
+            Some((four.per_s() / one.per_s(), cores))
         };
-        if let (Some(lua), Some(file)) =
+        if let (Some((lua, lua_cores)), Some((file, file_cores))) =
             (scaling(Passdb::CouchmailLua, Operation::Login), scaling(Passdb::PasswdFile, Operation::Login))
         {
             let _ = writeln!(
                 out,
-                "Four clients get {}× (couchmail) and {}× (passwd-file) the logins per second of one client on this two-core machine: Dovecot's CPU per login stays at about one argon2id verification, and a rate near one core's worth of them means the verifications run one at a time.",
+                "Four clients get {}× (couchmail) and {}× (passwd-file) the logins per second of one client, keeping {} and {} of the two cores busy in Dovecot (logins per second × Dovecot CPU per login).",
                 fixed(lua, 2),
                 fixed(file, 2),
+                fixed(lua_cores, 2),
+                fixed(file_cores, 2),
             );
-        }
-        if let Some(lua) = scaling(Passdb::CouchmailLua, Operation::Lookup) {
             let _ = writeln!(
                 out,
-                "Lookups through the Lua passdb (`blocking=yes`, so in Dovecot's auth-worker processes) go {}× as fast with four clients as with one.",
-                fixed(lua, 2),
+                "With `blocking=yes` the Lua passdb runs in Dovecot's auth-worker processes, which also verify the password, so logins can use both cores; the passwd-file is a non-blocking passdb, verified in the single auth process, one login at a time."
             );
         }
     }
