@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::support::{DELIVERY, PASSWORD, domain_with_mailboxes, shared, subject};
+use super::support::{DELIVERY, PASSWORD, domain_with_mailboxes, shared, subject, wait_for_active_sieve};
 
 /// A script that files mail whose subject contains `needle` into `folder`.
 fn file_into(needle: &str, folder: &str) -> String {
@@ -21,6 +21,7 @@ fn a_sieve_script_from_the_cli_files_mail_and_its_replacement_changes_the_next_d
     let script = stack.root().join("sieve-cli-filter.sieve");
     std::fs::write(&script, file_into("[report]", "Reports")).unwrap();
     stack.cli_ok(&["sieve", "put", user, "filter", &script.to_string_lossy(), "--activate"]);
+    wait_for_active_sieve(stack, user, &file_into("[report]", "Reports"));
 
     let first = subject("[report] first");
     stack.deliver("sender@outside.example", user, &first);
@@ -32,6 +33,7 @@ fn a_sieve_script_from_the_cli_files_mail_and_its_replacement_changes_the_next_d
 
     std::fs::write(&script, file_into("[report]", "Archive")).unwrap();
     stack.cli_ok(&["sieve", "put", user, "filter", &script.to_string_lossy(), "--activate"]);
+    wait_for_active_sieve(stack, user, &file_into("[report]", "Archive"));
     let second = subject("[report] second");
     stack.deliver("sender@outside.example", user, &second);
     stack.expect_message(user, PASSWORD, "Archive", &second, DELIVERY);
@@ -56,6 +58,7 @@ fn a_sieve_script_from_the_api_files_mail_and_its_replacement_changes_the_next_d
     settings["sieve_active"] = json!("sorter");
     let activated = api.put(&format!("/mailboxes/{user}"), &settings, mailbox.etag());
     assert_eq!(activated.status, 200, "{activated:?}");
+    wait_for_active_sieve(stack, user, &file_into("[invoice]", "Invoices"));
 
     let first = subject("[invoice] first");
     stack.deliver("sender@outside.example", user, &first);
@@ -67,6 +70,7 @@ fn a_sieve_script_from_the_api_files_mail_and_its_replacement_changes_the_next_d
         created.etag(),
     );
     assert_eq!(replaced.status, 200, "{replaced:?}");
+    wait_for_active_sieve(stack, user, &file_into("[invoice]", "Paid"));
     let second = subject("[invoice] second");
     stack.deliver("sender@outside.example", user, &second);
     stack.expect_message(user, PASSWORD, "Paid", &second, DELIVERY);

@@ -183,3 +183,24 @@ pub fn expect_login_within_live(
         ),
     }
 }
+
+/// Waits (at most 5 s) until the Sieve dict hands out `script` as `user`'s
+/// active script, asking exactly as Pigeonhole does at delivery (name →
+/// content id → script). The CLI writes the store from another process, so
+/// its change reaches the running index a moment later; a test that then
+/// delivers mail waits for that moment instead of racing it.
+pub fn wait_for_active_sieve(stack: &MailStack, user: &str, script: &str) {
+    use couchmail_dovecot_dict::{Client, Hello};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let hello =
+        Hello { major: 3, minor: 2, value_type: 0, obsolete_user: String::new(), dict_name: "sieve".to_owned() };
+    let served = poll(Duration::from_secs(5), || {
+        runtime.block_on(async {
+            let mut client = Client::connect(stack.dict_socket(), &hello).await.ok()?;
+            let id = client.lookup(user, "priv/sieve/name/active").await.ok()??;
+            let data = client.lookup(user, &format!("priv/sieve/data/{id}")).await.ok()??;
+            (data == script).then_some(())
+        })
+    });
+    assert!(served.is_some(), "the Sieve dict never served the new script of {user}\n{}", stack.diagnostics());
+}

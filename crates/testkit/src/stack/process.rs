@@ -282,7 +282,14 @@ mod tests {
             assert!(started.elapsed() < Duration::from_secs(5), "sleep never started");
             std::thread::sleep(Duration::from_millis(10));
         };
-        let info = process_info(pid).unwrap();
+        // The pid is known as soon as the guard forks; `setsid` takes effect a moment later.
+        let info = loop {
+            let info = process_info(pid).unwrap();
+            if info.session == pid || started.elapsed() > Duration::from_secs(5) {
+                break info;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
         assert_eq!(info.group, pid, "the guarded process leads its own group");
         assert_eq!(info.session, pid, "and its own session");
         assert!(guarded.is_running());
