@@ -62,8 +62,29 @@ fn main() -> Result<()> {
 /// `cargo xtask run`: the README's first command.
 fn run(args: &[String]) -> Result<()> {
     let mut cmd = cargo();
-    cmd.args(["run", "--release", "--locked", "--package", "couchmail", "--", "up", "--dev"]).args(args);
+    cmd.args(["run", "--release", "--locked", "--package", "couchmail", "--", "up", "--dev"]);
+    // `--dev` keeps its data in the checkout, which Postfix and Dovecot must be
+    // able to enter; a checkout under a private home (root's is 0700) cannot be.
+    let data_dir_chosen = std::env::var_os("COUCHMAIL_DATA_DIR").is_some()
+        || args.iter().any(|arg| arg.starts_with("--data-dir") || arg.starts_with("--config"));
+    if !data_dir_chosen && !others_can_enter(&project_root()) {
+        eprintln!(
+            "note: {} is private to its owner; keeping the data in {DEV_DATA_FALLBACK}",
+            project_root().display()
+        );
+        cmd.args(["--data-dir", DEV_DATA_FALLBACK]);
+    }
+    cmd.args(args);
     exec(&mut cmd)
+}
+
+/// Where `cargo xtask run` keeps its data when the checkout is private.
+const DEV_DATA_FALLBACK: &str = "/var/lib/couchmail-dev";
+
+/// Whether every directory from `/` down to `dir` lets other users pass (o+x).
+fn others_can_enter(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    dir.ancestors().all(|ancestor| std::fs::metadata(ancestor).is_ok_and(|meta| meta.permissions().mode() & 0o001 != 0))
 }
 
 /// `cargo xtask test`: the README's second command, and all of CI.
