@@ -231,7 +231,7 @@ pub async fn run(mut config: Config, json: bool) -> anyhow::Result<()> {
         tls_certificate: certificate.cert.display().to_string(),
         self_signed: certificate.self_signed,
         client_host: client_host(&stack),
-        cli: cli_prefix(&config),
+        cli: cli_prefix(&program_name(), &config),
     };
     if let Err(err) = print_summary(&summary, first_admin.as_ref().map(|(_, bearer)| bearer.as_str()), json) {
         return running.fail(err).await;
@@ -652,9 +652,20 @@ fn client_host(stack: &Stack) -> String {
     }
 }
 
+/// How to call this very binary from a shell: `couchmail` when that is what
+/// `PATH` finds, else its full path (after `cargo xtask run`, the binary sits
+/// in cargo's target directory).
+fn program_name() -> String {
+    let Ok(exe) = std::env::current_exe() else { return "couchmail".to_owned() };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| std::fs::canonicalize(dir.join("couchmail")).is_ok_and(|p| p == exe))
+    });
+    if on_path { "couchmail".to_owned() } else { exe.display().to_string() }
+}
+
 /// `couchmail` with the options that make the CLI use the same store as this `up`.
-fn cli_prefix(config: &Config) -> String {
-    let mut prefix = "couchmail".to_owned();
+fn cli_prefix(program: &str, config: &Config) -> String {
+    let mut prefix = program.to_owned();
     if let Some(file) = config.file.as_ref().filter(|file| file.as_path() != Path::new(DEFAULT_CONFIG_FILE)) {
         prefix.push_str(&format!(" --config {}", file.display()));
     }
@@ -786,13 +797,13 @@ mod tests {
     #[test]
     fn cli_prefix_names_a_store_the_cli_would_not_find() {
         let production = Config::load(crate::config::Sources::default()).unwrap();
-        assert_eq!(cli_prefix(&production), "couchmail");
+        assert_eq!(cli_prefix("couchmail", &production), "couchmail");
         let mut dev = Config::load(crate::config::Sources { dev: true, ..Default::default() }).unwrap();
         dev.store = StoreUrl::Sqlite(PathBuf::from("/home/a/.couchmail-dev/couchmail.db"));
         dev.file = Some(PathBuf::from("/tmp/cm.toml"));
         assert_eq!(
-            cli_prefix(&dev),
-            "couchmail --config /tmp/cm.toml --store sqlite:/home/a/.couchmail-dev/couchmail.db"
+            cli_prefix("/opt/bin/couchmail", &dev),
+            "/opt/bin/couchmail --config /tmp/cm.toml --store sqlite:/home/a/.couchmail-dev/couchmail.db"
         );
     }
 }
