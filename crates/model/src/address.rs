@@ -9,8 +9,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 use crate::ValidationError;
 
 /// Longest local part, in octets (RFC 5321 §4.5.3.1.1).
@@ -249,21 +247,6 @@ impl fmt::Display for AliasKey {
     }
 }
 
-macro_rules! string_serde {
-    ($ty:ty) => {
-        impl Serialize for $ty {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_str(self)
-            }
-        }
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(deserializer)?;
-                s.parse().map_err(serde::de::Error::custom)
-            }
-        }
-    };
-}
 string_serde!(DomainName);
 string_serde!(Address);
 string_serde!(AliasKey);

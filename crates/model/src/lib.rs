@@ -24,6 +24,24 @@
 //! ```
 #![deny(missing_docs)]
 
+/// Serialises a type as its `Display` string and deserialises it through
+/// its `FromStr`, so that JSON holds the normal form and parsing validates.
+macro_rules! string_serde {
+    ($ty:ty) => {
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let s = <String as serde::Deserialize>::deserialize(deserializer)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 mod address;
 mod document;
 mod error;
