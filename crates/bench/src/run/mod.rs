@@ -130,9 +130,16 @@ pub fn all(options: &Options) -> Result<()> {
     let scratch = scratch_dir.path().to_path_buf();
 
     let password = Password::new(PASSWORD.to_owned()).context("the benchmark password")?;
-    let hash_started = Instant::now();
-    let hash = PasswordHash::new(&password);
-    let hash_ms = hash_started.elapsed().as_secs_f64() * 1000.0;
+    // The hash every mailbox carries: one untimed, then five timed to report couchmail's own argon2id (median).
+    let mut hash_times_ms = Vec::new();
+    let mut hash = PasswordHash::new(&password);
+    for _ in 0..5 {
+        let hash_started = Instant::now();
+        hash = PasswordHash::new(&password);
+        hash_times_ms.push(hash_started.elapsed().as_secs_f64() * 1000.0);
+    }
+    hash_times_ms.sort_by(f64::total_cmp);
+    let hash_ms = hash_times_ms[hash_times_ms.len() / 2];
     let hash_file = scratch.join("hash");
     std::fs::write(&hash_file, hash.as_str()).context("write the hash file")?;
     let secret = random_hex();
