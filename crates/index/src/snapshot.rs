@@ -564,31 +564,14 @@ fn parse_document(id: &str, body: &Body) -> Result<Document, String> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a test fails loudly on an unexpected error")]
 mod tests {
-    use couchmail_model::{Domain, SieveName};
-    use couchmail_testkit::fixtures::{alias, domain, domain_alias, mailbox, sieve};
+    use couchmail_model::Domain;
+    use couchmail_testkit::fixtures::{alias, domain, domain_alias, inactive, mailbox, sieve, with_sieve_active};
     use serde_json::json;
 
     use super::*;
 
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|item| (*item).to_owned()).collect()
-    }
-
-    fn inactive(mut document: Document) -> Document {
-        match &mut document {
-            Document::Domain(domain) => domain.active = false,
-            Document::Mailbox(mailbox) => mailbox.active = false,
-            Document::Alias(alias) => alias.active = false,
-            _ => panic!("no active flag on {}", document.id()),
-        }
-        document
-    }
-
-    fn with_sieve_active(mut document: Document, name: &str) -> Document {
-        if let Document::Mailbox(mailbox) = &mut document {
-            mailbox.sieve_active = Some(SieveName::parse(name).unwrap());
-        }
-        document
     }
 
     /// Two real domains (one with a catch-all), an inactive one, and alias

@@ -141,22 +141,13 @@ impl AuthLookup for Accounts {
 #[allow(clippy::unwrap_used, reason = "a test fails loudly on an unexpected error")]
 mod tests {
     use couchmail_model::{Document, Domain, Password, PasswordHash};
-    use couchmail_testkit::fixtures::{domain, mailbox};
+    use couchmail_testkit::fixtures::{domain, inactive, mailbox};
 
     use super::*;
 
     fn with_password(mut document: Document, hash: &PasswordHash) -> Document {
         if let Document::Mailbox(mailbox) = &mut document {
             mailbox.password = Some(hash.clone());
-        }
-        document
-    }
-
-    fn inactive(mut document: Document) -> Document {
-        match &mut document {
-            Document::Domain(domain) => domain.active = false,
-            Document::Mailbox(mailbox) => mailbox.active = false,
-            _ => panic!("no active flag on {}", document.id()),
         }
         document
     }

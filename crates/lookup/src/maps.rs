@@ -150,19 +150,9 @@ fn fit_logins(key: &str, logins: &[String]) -> String {
 mod tests {
     use couchmail_index::Snapshot;
     use couchmail_model::{Document, MAX_ALIAS_TARGETS};
-    use couchmail_testkit::fixtures::{alias, domain, domain_alias, mailbox};
+    use couchmail_testkit::fixtures::{alias, domain, domain_alias, inactive, mailbox};
 
     use super::*;
-
-    fn inactive(mut document: Document) -> Document {
-        match &mut document {
-            Document::Domain(domain) => domain.active = false,
-            Document::Mailbox(mailbox) => mailbox.active = false,
-            Document::Alias(alias) => alias.active = false,
-            _ => panic!("no active flag on {}", document.id()),
-        }
-        document
-    }
 
     fn maps_of(documents: Vec<Document>) -> Maps {
         Maps::new(Arc::new(Index::from_snapshot(Snapshot::from_documents(documents))))

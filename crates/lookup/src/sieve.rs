@@ -60,17 +60,10 @@ impl SieveScripts for IndexSieve {
 #[allow(clippy::unwrap_used, reason = "a test fails loudly on an unexpected error")]
 mod tests {
     use couchmail_dovecot_dict::{DictLookup, SieveDict, SieveKey};
-    use couchmail_model::{Document, SieveName};
-    use couchmail_testkit::fixtures::{domain, mailbox, sieve};
+    use couchmail_model::Document;
+    use couchmail_testkit::fixtures::{domain, mailbox, sieve, with_sieve_active};
 
     use super::*;
-
-    fn with_sieve_active(mut document: Document, name: &str) -> Document {
-        if let Document::Mailbox(mailbox) = &mut document {
-            mailbox.sieve_active = Some(SieveName::parse(name).unwrap());
-        }
-        document
-    }
 
     fn documents() -> Vec<Document> {
         vec![

@@ -54,3 +54,25 @@ pub fn sieve(owner: &str, name: &str, script: &str) -> Document {
         script: script.to_owned(),
     })
 }
+
+/// `document` (a domain, mailbox or alias) switched off.
+pub fn inactive(mut document: Document) -> Document {
+    match &mut document {
+        Document::Domain(domain) => domain.active = false,
+        Document::Mailbox(mailbox) => mailbox.active = false,
+        Document::Alias(alias) => alias.active = false,
+        _ => panic!("no active flag on {}", document.id()),
+    }
+    document
+}
+
+/// `mailbox` (a mailbox document) with `name` as its active Sieve script.
+pub fn with_sieve_active(mut mailbox: Document, name: &str) -> Document {
+    match &mut mailbox {
+        Document::Mailbox(m) => {
+            m.sieve_active = Some(SieveName::parse(name).unwrap_or_else(|e| panic!("fixture sieve name `{name}`: {e}")))
+        }
+        _ => panic!("{} is no mailbox", mailbox.id()),
+    }
+    mailbox
+}
