@@ -66,7 +66,57 @@ pub fn ensure() -> Result<()> {
             bail!("apt-get finished but these packages are still not installed: {}", still_missing.join(" "));
         }
     }
-    ensure_vmail(is_root)
+    ensure_vmail(is_root)?;
+    ensure_pouchdb()
+}
+
+/// Where the CouchDB backend's tests find pouchdb-server (`couchmail_testkit::pouchdb::POUCHDB_DIR`).
+const POUCHDB_DIR: &str = "/var/tmp/couchmail-pouchdb";
+
+/// The pouchdb-server the tests are written against, and the LevelDB adapter it needs once npm skips optional
+/// packages (DESIGN.md §4: the optional ones compile SQLite bindings, which fails here).
+const POUCHDB_VERSION: &str = "4.2.0";
+const POUCHDB_PACKAGES: &[&str] = &["pouchdb-server@4.2.0", "pouchdb-adapter-leveldb@7"];
+
+/// Installs pouchdb-server with npm into [`POUCHDB_DIR`] unless that version is there already.
+///
+/// Apache CouchDB cannot be installed on the CI machine, so the CouchDB backend is tested against this
+/// CouchDB-compatible server.
+fn ensure_pouchdb() -> Result<()> {
+    let directory = Path::new(POUCHDB_DIR);
+    let manifest = directory.join("node_modules/pouchdb-server/package.json");
+    let installed = std::fs::read_to_string(&manifest).ok().and_then(|text| manifest_version(&text));
+    if installed.as_deref() == Some(POUCHDB_VERSION) && directory.join("node_modules/.bin/pouchdb-server").exists() {
+        eprintln!("packages: pouchdb-server {POUCHDB_VERSION} is installed in {POUCHDB_DIR}");
+        return Ok(());
+    }
+    std::fs::create_dir_all(directory).with_context(|| format!("cannot create {POUCHDB_DIR}"))?;
+    if !directory.join("package.json").exists() {
+        // npm installs into the nearest directory with a package.json; without one it would climb to `/`.
+        std::fs::write(directory.join("package.json"), "{ \"private\": true }\n")
+            .with_context(|| format!("cannot write {POUCHDB_DIR}/package.json"))?;
+    }
+    eprintln!("packages: installing {} with npm into {POUCHDB_DIR}", POUCHDB_PACKAGES.join(" "));
+    let status = Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--omit=optional"])
+        .args(POUCHDB_PACKAGES)
+        .current_dir(directory)
+        .stdin(Stdio::null())
+        .status()
+        .context("cannot run npm: the CouchDB tests need Node.js and npm (apt-get install nodejs npm)")?;
+    if !status.success() {
+        bail!("npm install of {} in {POUCHDB_DIR} failed with {status}", POUCHDB_PACKAGES.join(" "));
+    }
+    Ok(())
+}
+
+/// The top-level `"version"` of an npm package.json, found without a JSON parser: npm writes it on its own line.
+fn manifest_version(manifest: &str) -> Option<String> {
+    manifest.lines().find_map(|line| {
+        let value = line.trim().strip_prefix("\"version\"")?.trim_start().strip_prefix(':')?.trim();
+        let value = value.trim_end_matches(',').trim().strip_prefix('"')?.strip_suffix('"')?;
+        Some(value.to_owned())
+    })
 }
 
 /// The packages among `packages` that dpkg does not report as installed.
@@ -252,6 +302,13 @@ fn running_as_root() -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manifest_versions_are_read() {
+        let manifest = "{\n  \"name\": \"pouchdb-server\",\n  \"version\": \"4.2.0\",\n  \"deps\": {}\n}\n";
+        assert_eq!(manifest_version(manifest).as_deref(), Some("4.2.0"));
+        assert_eq!(manifest_version("{ \"name\": \"x\" }"), None);
+    }
 
     #[test]
     fn only_fully_installed_packages_count() {

@@ -12,7 +12,7 @@
 //! The store knows nothing of mail: typing and validation are
 //! `couchmail-model`'s, referential rules `couchmail-directory`'s.
 //!
-//! Backends: [`SqliteStore`] (embedded, default). The `conformance` module
+//! Backends: [`SqliteStore`] (embedded, default) and [`CouchStore`] (Apache CouchDB 3.x). The `conformance` module
 //! (feature `conformance`) is the test suite every backend must pass.
 //!
 //! ```
@@ -29,6 +29,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod couch;
 mod error;
 mod revision;
 mod sqlite;
@@ -44,6 +45,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
+pub use couch::{CouchConfig, CouchCredentials, CouchStore};
 pub use error::{Error, ErrorKind};
 pub use sqlite::SqliteStore;
 pub use types::{Change, Changes, ListOptions, RawDoc, Rev, Seq};

@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod fixtures;
+pub mod pouchdb;
 pub mod stack;
 
 use std::path::PathBuf;
