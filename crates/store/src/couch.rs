@@ -71,12 +71,10 @@ impl CouchStore {
     ///
     /// Bootstrapping is idempotent: several processes may connect at once.
     pub async fn connect(config: CouchConfig) -> Result<CouchStore> {
+        // A malformed URL is not echoed: it may still hold a password.
         let base = reqwest::Url::parse(&config.url).map_err(|error| {
-            Error::new(
-                ErrorKind::BadRequest,
-                format!("CouchDB URL {:?} is not a URL — give one like http://127.0.0.1:5984", config.url),
-            )
-            .with_source(error)
+            Error::new(ErrorKind::BadRequest, "the CouchDB URL is not a URL — give one like http://127.0.0.1:5984")
+                .with_source(error)
         })?;
         if !base.username().is_empty() || base.password().is_some() {
             return Err(Error::new(
