@@ -564,8 +564,9 @@ fn parse_document(id: &str, body: &Body) -> Result<Document, String> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a test fails loudly on an unexpected error")]
 mod tests {
-    use couchmail_model::Domain;
-    use couchmail_testkit::fixtures::{alias, domain, domain_alias, inactive, mailbox, sieve, with_sieve_active};
+    use couchmail_testkit::fixtures::{
+        alias, domain, domain_alias, domain_with_quota_default, inactive, mailbox, sieve, with_sieve_active,
+    };
     use serde_json::json;
 
     use super::*;
@@ -578,12 +579,7 @@ mod tests {
     /// domains of each; mailboxes, aliases, chains and a loop.
     fn world() -> Snapshot {
         let mut documents = vec![
-            Document::Domain(Domain {
-                name: "example.com".parse().unwrap(),
-                active: true,
-                quota_default: Some(1 << 30),
-                max_mailboxes: None,
-            }),
+            domain_with_quota_default("example.com", 1 << 30),
             domain("example.org"),
             inactive(domain("off.example")),
             domain_alias("example.net", "example.com"),

@@ -140,8 +140,8 @@ impl AuthLookup for Accounts {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a test fails loudly on an unexpected error")]
 mod tests {
-    use couchmail_model::{Document, Domain, Password, PasswordHash};
-    use couchmail_testkit::fixtures::{domain, inactive, mailbox};
+    use couchmail_model::{Document, Password, PasswordHash};
+    use couchmail_testkit::fixtures::{domain, domain_with_quota_default, inactive, mailbox};
 
     use super::*;
 
@@ -165,12 +165,7 @@ mod tests {
 
     fn accounts(hash: &PasswordHash) -> Accounts {
         let documents = vec![
-            Document::Domain(Domain {
-                name: "example.com".parse().unwrap(),
-                active: true,
-                quota_default: Some(1 << 30),
-                max_mailboxes: None,
-            }),
+            domain_with_quota_default("example.com", 1 << 30),
             domain("example.org"),
             inactive(domain("off.example")),
             with_password(mailbox("alice@example.com"), hash),

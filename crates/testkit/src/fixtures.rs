@@ -76,3 +76,8 @@ pub fn with_sieve_active(mut mailbox: Document, name: &str) -> Document {
     }
     mailbox
 }
+
+/// An active domain whose new mailboxes get `bytes` of quota unless they name their own.
+pub fn domain_with_quota_default(name: &str, bytes: u64) -> Document {
+    Document::Domain(Domain { name: domain_name(name), active: true, quota_default: Some(bytes), max_mailboxes: None })
+}
