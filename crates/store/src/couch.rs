@@ -43,12 +43,57 @@ impl fmt::Debug for CouchCredentials {
 /// Where the CouchDB store lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CouchConfig {
-    /// The server's base URL, such as `http://127.0.0.1:5984`, without credentials.
+    /// The server's base URL, such as `http://127.0.0.1:5984` or `https://couch.example.com`,
+    /// without credentials.
     pub url: String,
     /// The database holding CouchMail's documents; created when missing.
     pub database: String,
     /// Basic-authentication credentials, if the server needs them.
     pub credentials: Option<CouchCredentials>,
+    /// PEM certificates of extra authorities trusted for `https://` besides the system's,
+    /// for a server with a private CA.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// What bootstrap installs in the database.
+    pub setup: CouchSetup,
+}
+
+impl CouchConfig {
+    /// A configuration for `database` at `url` without credentials, extra authorities or setup.
+    pub fn new(url: impl Into<String>, database: impl Into<String>) -> CouchConfig {
+        CouchConfig {
+            url: url.into(),
+            database: database.into(),
+            credentials: None,
+            ca_file: None,
+            setup: CouchSetup::default(),
+        }
+    }
+}
+
+/// What bootstrap makes sure the database has, every time it connects (idempotently, so
+/// several processes may bootstrap the same database at once).
+///
+/// The store knows nothing of mail: the validation function is the caller's (CouchMail's
+/// model provides it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CouchSetup {
+    /// The `validate_doc_update` JavaScript function installed in `_design/couchmail`, which
+    /// CouchDB runs on every write, replication and Fauxton edit included; `None` installs none.
+    pub validate_doc_update: Option<String>,
+    /// Mango indexes created with `POST /{db}/_index` in the design document `couchmail-indexes`.
+    pub indexes: Vec<MangoIndex>,
+    /// User names made the database's only members through `_security` (with the connecting
+    /// user). Empty leaves `_security` alone.
+    pub members: Vec<String>,
+}
+
+/// A Mango (`_find`) index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MangoIndex {
+    /// The index's name.
+    pub name: String,
+    /// The fields indexed, in order.
+    pub fields: Vec<String>,
 }
 
 /// A store kept in a CouchDB database.
@@ -480,11 +525,8 @@ mod tests {
     #[test]
     fn credentials_are_redacted() {
         let credentials = CouchCredentials { username: "admin".to_owned(), password: "hunter2".to_owned() };
-        let config = CouchConfig {
-            url: "http://127.0.0.1:5984".to_owned(),
-            database: "couchmail".to_owned(),
-            credentials: Some(credentials),
-        };
+        let config =
+            CouchConfig { credentials: Some(credentials), ..CouchConfig::new("http://127.0.0.1:5984", "couchmail") };
         let shown = format!("{config:?}");
         assert!(shown.contains("admin"), "{shown}");
         assert!(!shown.contains("hunter2"), "{shown}");

@@ -45,10 +45,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-pub use couch::{CouchConfig, CouchCredentials, CouchStore};
+pub use couch::{CouchConfig, CouchCredentials, CouchSetup, CouchStore, MangoIndex};
 pub use error::{Error, ErrorKind};
 pub use sqlite::SqliteStore;
-pub use types::{Change, Changes, ListOptions, RawDoc, Rev, Seq};
+pub use types::{Change, Changes, Conflict, ListOptions, RawDoc, Rev, Seq};
 
 /// A document body: the JSON object without `_id` and `_rev`.
 pub type Body = Map<String, Value>;
@@ -86,6 +86,26 @@ pub trait Store: Send + Sync + 'static {
     /// When there are none, waits up to `wait` for one before answering empty.
     async fn changes(&self, since: Option<&Seq>, limit: usize, wait: Duration) -> Result<Changes>;
 
+    /// Documents whose replicas disagree: replication accepted concurrent edits made at two
+    /// sites, and the store picked a winner that nobody chose. In `_id` order.
+    ///
+    /// A backend without replication never has any.
+    async fn conflicts(&self) -> Result<Vec<Conflict>> {
+        Ok(Vec::new())
+    }
+
+    /// Ends the conflict on `id` by keeping revision `keep`, which may be the current winner
+    /// or one of the losers; every other live revision is deleted. When a loser is kept, its
+    /// body is written on top of the winner, so the kept content becomes the document on
+    /// every replica once replication carries the change. Returns the document's new
+    /// revision.
+    ///
+    /// `NotFound` when `id` has no conflict or `keep` is not one of its live revisions.
+    async fn resolve_conflict(&self, id: &str, keep: &Rev) -> Result<Rev> {
+        let _ = keep;
+        Err(Error::new(ErrorKind::NotFound, format!("document {id:?} has no conflicting revisions")))
+    }
+
     /// A short description for logs and `couchmail status`, without secrets.
     fn describe(&self) -> String;
 }
@@ -112,6 +132,14 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     async fn changes(&self, since: Option<&Seq>, limit: usize, wait: Duration) -> Result<Changes> {
         (**self).changes(since, limit, wait).await
+    }
+
+    async fn conflicts(&self) -> Result<Vec<Conflict>> {
+        (**self).conflicts().await
+    }
+
+    async fn resolve_conflict(&self, id: &str, keep: &Rev) -> Result<Rev> {
+        (**self).resolve_conflict(id, keep).await
     }
 
     fn describe(&self) -> String {

@@ -78,3 +78,15 @@ pub struct ListOptions {
     /// At most this many documents; `None` for all.
     pub limit: Option<usize>,
 }
+
+/// A document with replication conflicts: besides the winning revision, which every replica
+/// agrees on and every read returns, one or more losing revisions are live.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    /// `_id`
+    pub id: String,
+    /// The revision reads return.
+    pub winner: RawDoc,
+    /// The other live revisions, in revision order.
+    pub losers: Vec<RawDoc>,
+}

@@ -26,7 +26,7 @@ fn fresh_database() -> String {
 }
 
 async fn connect(url: String, database: String) -> CouchStore {
-    CouchStore::connect(CouchConfig { url, database, credentials: None }).await.unwrap()
+    CouchStore::connect(CouchConfig::new(url, database)).await.unwrap()
 }
 
 couchmail_store::conformance_tests!({
@@ -68,8 +68,7 @@ async fn ids_with_url_characters_round_trip() {
 async fn an_unreachable_server_is_unavailable() {
     // A port that was just free: nothing listens on it.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let config =
-        CouchConfig { url: format!("http://127.0.0.1:{port}"), database: "couchmail".to_owned(), credentials: None };
+    let config = CouchConfig::new(format!("http://127.0.0.1:{port}"), "couchmail");
     let error = CouchStore::connect(config).await.expect_err("nothing listens there");
     assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
     assert!(error.to_string().contains(&format!("127.0.0.1:{port}")), "{error}");
@@ -79,7 +78,7 @@ async fn an_unreachable_server_is_unavailable() {
 async fn wrong_credentials_are_reported_without_the_password() {
     let Some(url) = server_url() else { return };
     let credentials = CouchCredentials { username: "admin".to_owned(), password: "s3cret-pass".to_owned() };
-    let config = CouchConfig { url: url.clone(), database: fresh_database(), credentials: Some(credentials) };
+    let config = CouchConfig { credentials: Some(credentials), ..CouchConfig::new(url.clone(), fresh_database()) };
     assert!(!format!("{config:?}").contains("s3cret-pass"));
     // The server knows no such user, as CouchDB would not.
     let error = CouchStore::connect(config).await.expect_err("an unknown user is refused");
@@ -88,7 +87,7 @@ async fn wrong_credentials_are_reported_without_the_password() {
     assert!(!error.to_string().contains("s3cret-pass"), "{error}");
 
     let with_userinfo = url.replacen("http://", "http://admin:s3cret-pass@", 1);
-    let config = CouchConfig { url: with_userinfo, database: fresh_database(), credentials: None };
+    let config = CouchConfig::new(with_userinfo, fresh_database());
     let error = CouchStore::connect(config).await.expect_err("credentials in the URL are refused");
     assert_eq!(error.kind(), ErrorKind::BadRequest);
     assert!(!error.to_string().contains("s3cret-pass"), "{error}");
