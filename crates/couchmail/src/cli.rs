@@ -25,7 +25,8 @@ Examples:
   couchmail domain add example.com --quota-default 2G
   couchmail mailbox add alice@example.com --name 'Alice Liddell'
   couchmail mailbox passwd alice@example.com
-  couchmail --json mailbox list --domain example.com";
+  couchmail --json mailbox list --domain example.com
+  couchmail export --include-secrets --output backup.jsonl";
 
 /// CouchMail: multi-domain mail accounts in one store, served to Postfix and
 /// Dovecot.
@@ -83,6 +84,73 @@ pub enum Command {
     /// Manage API bearer tokens.
     #[command(subcommand, after_help = "Example:\n  couchmail token create --admin --label ops")]
     Token(TokenCommand),
+    /// Write every document to a JSON Lines file, without secrets unless asked.
+    #[command(after_help = "Examples:\n  couchmail export --output backup.jsonl\n  \
+                            couchmail export --include-secrets --output full-backup.jsonl")]
+    Export(ExportArgs),
+    /// Read a file written by `export`: create what is missing, overwrite what differs.
+    #[command(after_help = "Examples:\n  couchmail import backup.jsonl\n  couchmail --json import - < backup.jsonl")]
+    Import(ImportArgs),
+    /// Copy every document, secrets included, from one store to another and check the copy.
+    #[command(after_help = "Examples:\n  couchmail migrate --from sqlite:/var/lib/couchmail/couchmail.db \
+                            --to couchdb:http://127.0.0.1:5984/couchmail\n  \
+                            couchmail migrate --from couchdb:http://127.0.0.1:5984/couchmail --to sqlite:/tmp/copy.db")]
+    Migrate(MigrateArgs),
+    /// List and settle documents that replication left with conflicting revisions (CouchDB).
+    #[command(subcommand, after_help = "Example:\n  couchmail conflicts list")]
+    Conflicts(ConflictsCommand),
+}
+
+/// `couchmail export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write to FILE (created with mode 0600) instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Include mailbox password hashes and API tokens.
+    #[arg(long)]
+    pub include_secrets: bool,
+}
+
+/// `couchmail import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The file written by `couchmail export`; `-` reads standard input.
+    pub file: PathBuf,
+}
+
+/// `couchmail migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The store to copy from, as `sqlite:PATH` or `couchdb:URL` (the `[couchdb]` settings log in).
+    #[arg(long, value_name = "STORE_URL")]
+    pub from: String,
+    /// The store to copy into; a missing SQLite file or CouchDB database is created.
+    #[arg(long, value_name = "STORE_URL")]
+    pub to: String,
+    /// Copy into a store that already holds documents (those not in the source are kept).
+    #[arg(long)]
+    pub into_non_empty: bool,
+    /// Leave behind stored documents the model refuses, instead of stopping.
+    #[arg(long)]
+    pub skip_invalid: bool,
+}
+
+/// `couchmail conflicts …`
+#[derive(Debug, Subcommand)]
+pub enum ConflictsCommand {
+    /// List documents with conflicting revisions and how they differ (secrets shown as fingerprints).
+    #[command(after_help = "Example:\n  couchmail --json conflicts list")]
+    List,
+    /// Keep one revision of a document and discard the others.
+    #[command(after_help = "Example:\n  couchmail conflicts resolve mailbox:alice@example.com --keep 3-9f2c…")]
+    Resolve {
+        /// The document's `_id`, as `conflicts list` shows it.
+        id: String,
+        /// The revision to keep: the current winner or one of the losers.
+        #[arg(long, value_name = "REV")]
+        keep: String,
+    },
 }
 
 /// `couchmail up`.

@@ -28,6 +28,8 @@ use tracing_subscriber::filter::LevelFilter;
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/couchmail/couchmail.toml";
 /// The variable that names the configuration file.
 pub const CONFIG_ENV: &str = "COUCHMAIL_CONFIG";
+/// The variable that may carry the CouchDB password instead of `couchdb.password_file`.
+pub const COUCHDB_PASSWORD_ENV: &str = "COUCHMAIL_COUCHDB_PASSWORD";
 /// Where `couchmail up --dev` keeps its data unless told otherwise.
 pub const DEV_DATA_DIR: &str = "./.couchmail-dev";
 /// The API port when none is configured.
@@ -65,7 +67,34 @@ pub const KEYS: &[KeyDoc] = &[
         env: "COUCHMAIL_STORE",
         default: "`sqlite:<data_dir>/couchmail.db`",
         about: "Where the documents live. `sqlite:PATH` (also `sqlite://PATH`) is the embedded store in one file. \
-                `couchdb:` and `http(s):` URLs are recognised and refused until the CouchDB backend arrives (issue #4).",
+                `couchdb:http://HOST:PORT/DATABASE` (or `couchdb:https://…`) is a database on Apache CouchDB 3.x, \
+                created on first use together with its validation function and indexes; the last path segment \
+                names the database. Credentials never go into the URL (one with `user:password@` is refused): set \
+                `couchdb.username` and `couchdb.password_file`.",
+    },
+    KeyDoc {
+        key: "couchdb.username",
+        env: "COUCHMAIL_COUCHDB_USERNAME",
+        default: "none: no authentication",
+        about: "The CouchDB user couchmail logs in as (HTTP basic authentication), for a `couchdb:` store. It is made \
+                the database's only member (`_security`), so that other CouchDB users cannot read the password \
+                hashes. Needs a password: `couchdb.password_file` or `COUCHMAIL_COUCHDB_PASSWORD`.",
+    },
+    KeyDoc {
+        key: "couchdb.password_file",
+        env: "COUCHMAIL_COUCHDB_PASSWORD_FILE",
+        default: "none",
+        about: "A file holding the password of `couchdb.username` on its first line, read once at start. It must be \
+                readable by its owner only (mode 0600 or 0400): a file that group or others may read is refused. \
+                Instead of a file, the environment variable `COUCHMAIL_COUCHDB_PASSWORD` may carry the password \
+                (not both). The password is never logged or printed, and never goes into the configuration file.",
+    },
+    KeyDoc {
+        key: "couchdb.ca_file",
+        env: "COUCHMAIL_COUCHDB_CA_FILE",
+        default: "none: the system's authorities",
+        about: "PEM certificates of extra authorities to trust for a `couchdb:https://` store, for a CouchDB \
+                behind a private CA.",
     },
     KeyDoc {
         key: "data_dir",
@@ -205,6 +234,9 @@ pub struct RawConfig {
     pub runtime_dir: Option<String>,
     /// `hostname = "mail.example.com"`
     pub hostname: Option<String>,
+    /// `[couchdb]`
+    #[serde(default)]
+    pub couchdb: RawCouchDb,
     /// `[api]`
     #[serde(default)]
     pub api: RawApi,
@@ -220,6 +252,19 @@ pub struct RawConfig {
     /// `[log]`
     #[serde(default)]
     pub log: RawLog,
+}
+
+/// The `[couchdb]` table. There is deliberately no `password` key: the
+/// password lives in a file of its own (or the environment), never here.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawCouchDb {
+    /// `username = "couchmail"`
+    pub username: Option<String>,
+    /// `password_file = "/etc/couchmail/couchdb-password"`
+    pub password_file: Option<String>,
+    /// `ca_file = "/etc/couchmail/couchdb-ca.pem"`
+    pub ca_file: Option<String>,
 }
 
 /// The `[api]` table.
@@ -296,7 +341,7 @@ impl RawConfig {
     /// Every key set in the file, by its [`KEYS`] name, as text: the file
     /// and the environment then go through one parser per key.
     fn into_pairs(self) -> Vec<(&'static str, String)> {
-        let RawConfig { store, data_dir, runtime_dir, hostname, api, mail, tls, auth, log } = self;
+        let RawConfig { store, data_dir, runtime_dir, hostname, couchdb, api, mail, tls, auth, log } = self;
         let size = |size: RawSize| match size {
             RawSize::Bytes(bytes) => bytes.to_string(),
             RawSize::Text(text) => text,
@@ -306,6 +351,9 @@ impl RawConfig {
             ("data_dir", data_dir),
             ("runtime_dir", runtime_dir),
             ("hostname", hostname),
+            ("couchdb.username", couchdb.username),
+            ("couchdb.password_file", couchdb.password_file),
+            ("couchdb.ca_file", couchdb.ca_file),
             ("api.listen", api.listen),
             ("mail.listen", mail.listen),
             ("mail.smtp_port", mail.smtp_port.map(|port| port.to_string())),
@@ -366,11 +414,21 @@ pub struct Sources {
 pub enum StoreUrl {
     /// `sqlite:PATH`: the embedded store in one file.
     Sqlite(PathBuf),
+    /// `couchdb:http(s)://HOST:PORT[/PREFIX]/DATABASE`: a database on Apache CouchDB.
+    CouchDb {
+        /// The server's base URL (`http://127.0.0.1:5984`, or with the path of a reverse proxy), without
+        /// credentials and without a trailing slash.
+        server: String,
+        /// The database: the URL's last path segment.
+        database: String,
+    },
 }
 
 impl StoreUrl {
-    /// Parses `sqlite:PATH` (also `sqlite://PATH`); `couchdb:`/`http:` URLs are
-    /// recognised and refused until issue #4 brings the CouchDB backend.
+    /// Parses `sqlite:PATH` (also `sqlite://PATH`) and `couchdb:http(s)://HOST[:PORT][/PREFIX]/DATABASE`.
+    ///
+    /// A CouchDB URL with credentials (`user:password@`) is refused, and the message does not
+    /// repeat the URL: the password belongs in `couchdb.password_file`, where it is never echoed.
     pub fn parse(input: &str) -> Result<StoreUrl, String> {
         if let Some(rest) = input.strip_prefix("sqlite:") {
             let path = rest.strip_prefix("//").unwrap_or(rest);
@@ -379,10 +437,72 @@ impl StoreUrl {
             }
             return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
         }
-        if ["couchdb:", "http:", "https:"].iter().any(|scheme| input.starts_with(scheme)) {
-            return Err("the CouchDB store is not supported yet (issue #4); use `sqlite:PATH`".into());
+        if let Some(rest) = input.strip_prefix("couchdb:") {
+            return parse_couchdb_url(rest);
         }
-        Err("a store URL starts with `sqlite:`, as in `sqlite:/var/lib/couchmail/couchmail.db`".into())
+        if input.starts_with("http:") || input.starts_with("https:") {
+            return Err("write a CouchDB store as `couchdb:` followed by the database's URL, as in \
+                        `couchdb:http://127.0.0.1:5984/couchmail`"
+                .into());
+        }
+        Err("a store URL starts with `sqlite:` or `couchdb:`, as in `sqlite:/var/lib/couchmail/couchmail.db` or \
+             `couchdb:http://127.0.0.1:5984/couchmail`"
+            .into())
+    }
+
+    /// Whether this is a CouchDB store.
+    pub fn is_couchdb(&self) -> bool {
+        matches!(self, StoreUrl::CouchDb { .. })
+    }
+}
+
+/// Parses what follows `couchdb:`.
+fn parse_couchdb_url(url: &str) -> Result<StoreUrl, String> {
+    const EXAMPLE: &str = "as in `couchdb:http://127.0.0.1:5984/couchmail`";
+    let Some((scheme, after_scheme)) = url.split_once("://") else {
+        return Err(format!("a CouchDB store is `couchdb:` followed by an http:// or https:// URL, {EXAMPLE}"));
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("a CouchDB URL starts with http:// or https://, {EXAMPLE}"));
+    }
+    let authority_end = after_scheme.find('/').unwrap_or(after_scheme.len());
+    let (authority, path) = after_scheme.split_at(authority_end);
+    if authority.contains('@') {
+        return Err("the CouchDB URL carries credentials, which would end up in logs and process lists; remove \
+                    `user:password@` from it and set couchdb.username and couchdb.password_file instead"
+            .into());
+    }
+    if authority.is_empty() {
+        return Err(format!("the CouchDB URL names no server, {EXAMPLE}"));
+    }
+    if path.contains(['?', '#']) {
+        return Err(format!("the CouchDB URL may not have a query or fragment, {EXAMPLE}"));
+    }
+    let path = path.trim_end_matches('/');
+    let (prefix, database) = path.rsplit_once('/').unwrap_or(("", ""));
+    if database.is_empty() {
+        return Err(format!("the CouchDB URL must end with the database's name, {EXAMPLE}"));
+    }
+    // CouchDB's rule for database names, less `/`, which would need escaping in a URL.
+    let valid_name = database.starts_with(|c: char| c.is_ascii_lowercase())
+        && database.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_$()+-".contains(&b));
+    if !valid_name {
+        return Err(format!(
+            "`{database}` is not a CouchDB database name: start with a lower-case letter, then lower-case \
+             letters, digits and _$()+-"
+        ));
+    }
+    Ok(StoreUrl::CouchDb { server: format!("{scheme}://{authority}{prefix}"), database: database.to_owned() })
+}
+
+/// `input` with any `user:password@` of a URL in it replaced by `***@`, for error messages
+/// about a store URL that may carry a password.
+pub fn redact_userinfo(input: &str) -> String {
+    let Some(scheme_end) = input.find("://").map(|idx| idx + 3) else { return input.to_owned() };
+    let authority_end = input[scheme_end..].find('/').map_or(input.len(), |idx| scheme_end + idx);
+    match input[scheme_end..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &input[..scheme_end], &input[scheme_end + at..]),
+        None => input.to_owned(),
     }
 }
 
@@ -390,8 +510,49 @@ impl fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreUrl::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            StoreUrl::CouchDb { server, database } => write!(f, "couchdb:{server}/{database}"),
         }
     }
+}
+
+/// A secret value: compared and cloned like a string, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that hands it on.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Where the CouchDB password comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// `couchdb.password_file`: read when the store is opened.
+    File(PathBuf),
+    /// `COUCHMAIL_COUCHDB_PASSWORD`.
+    Env(Secret),
+}
+
+/// The `[couchdb]` settings, used when a store URL is a `couchdb:` one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CouchDbSettings {
+    /// The user name and where its password is; both or neither.
+    pub login: Option<(String, PasswordSource)>,
+    /// Extra authorities for https.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How log lines are written to stderr.
@@ -446,6 +607,8 @@ pub struct Config {
     pub file: Option<PathBuf>,
     /// Where the documents live.
     pub store: StoreUrl,
+    /// How to log in to CouchDB, for `couchdb:` stores.
+    pub couchdb: CouchDbSettings,
     /// Where the REST API listens (always a loopback address for now).
     pub api_listen: SocketAddr,
     /// couchmail's own files.
@@ -555,11 +718,17 @@ impl Config {
         if flags.no_daemons {
             merged.set("mail.daemons", "false".to_owned(), Origin::Flag("--no-daemons"));
         }
-        validate(merged, file_path, sources.dev)
+        let couchdb_password = sources.env.get(COUCHDB_PASSWORD_ENV).filter(|value| !value.is_empty()).cloned();
+        validate(merged, couchdb_password.map(Secret::new), file_path, sources.dev)
     }
 }
 
-fn validate(mut merged: Merged, file: Option<PathBuf>, dev: bool) -> anyhow::Result<Config> {
+fn validate(
+    mut merged: Merged,
+    couchdb_password: Option<Secret>,
+    file: Option<PathBuf>,
+    dev: bool,
+) -> anyhow::Result<Config> {
     let data_dir = match merged.take("data_dir", parse_dir)? {
         Some(dir) => dir,
         None if dev => PathBuf::from(DEV_DATA_DIR),
@@ -570,8 +739,14 @@ fn validate(mut merged: Merged, file: Option<PathBuf>, dev: bool) -> anyhow::Res
         None if dev => data_dir.join("run"),
         None => PathBuf::from("/run/couchmail"),
     };
-    let store =
-        merged.take("store", StoreUrl::parse)?.unwrap_or_else(|| StoreUrl::Sqlite(data_dir.join("couchmail.db")));
+    let store = match merged.take_with_origin("store") {
+        // Not `take`: its message repeats the value, which may carry a password here.
+        Some(setting) => StoreUrl::parse(&setting.value).map_err(|why| {
+            anyhow::anyhow!("invalid store `{}` {}: {why}", redact_userinfo(&setting.value), setting.origin)
+        })?,
+        None => StoreUrl::Sqlite(data_dir.join("couchmail.db")),
+    };
+    let couchdb = validate_couchdb(&mut merged, couchdb_password)?;
     let hostname = match merged.take("hostname", parse_hostname)? {
         Some(hostname) => Some(hostname),
         None if dev => Some("localhost".to_owned()),
@@ -644,6 +819,7 @@ fn validate(mut merged: Merged, file: Option<PathBuf>, dev: bool) -> anyhow::Res
     Ok(Config {
         file,
         store,
+        couchdb,
         api_listen,
         data_dir,
         runtime_dir,
@@ -654,6 +830,42 @@ fn validate(mut merged: Merged, file: Option<PathBuf>, dev: bool) -> anyhow::Res
         log: LogConfig { level, format },
         dev,
     })
+}
+
+fn validate_couchdb(merged: &mut Merged, password: Option<Secret>) -> anyhow::Result<CouchDbSettings> {
+    let username = merged.take("couchdb.username", |value| {
+        if value.is_empty() || value.contains(':') || value.chars().any(char::is_control) {
+            Err("write a CouchDB user name, without `:` or control characters".to_owned())
+        } else {
+            Ok(value.to_owned())
+        }
+    })?;
+    let password_file = merged.take_with_origin("couchdb.password_file");
+    let ca_file = merged.take("couchdb.ca_file", parse_dir)?;
+    let password = match (password_file, password) {
+        (Some(file), Some(_)) => bail!(
+            "the CouchDB password is given twice, by couchdb.password_file {} and by {COUCHDB_PASSWORD_ENV}: \
+             keep one",
+            file.origin
+        ),
+        (Some(file), None) => Some(PasswordSource::File(parse_dir(&file.value).map_err(|why| {
+            anyhow::anyhow!("invalid couchdb.password_file `{}` {}: {why}", file.value, file.origin)
+        })?)),
+        (None, Some(secret)) => Some(PasswordSource::Env(secret)),
+        (None, None) => None,
+    };
+    let login = match (username, password) {
+        (Some(username), Some(password)) => Some((username, password)),
+        (None, None) => None,
+        (Some(_), None) => bail!(
+            "couchdb.username is set but no password: set couchdb.password_file (a file of mode 0600) or \
+             {COUCHDB_PASSWORD_ENV}"
+        ),
+        (None, Some(_)) => {
+            bail!("a CouchDB password is set but no couchdb.username: set the user the password belongs to")
+        }
+    };
+    Ok(CouchDbSettings { login, ca_file })
 }
 
 fn validate_mail(merged: &mut Merged, dev: bool) -> anyhow::Result<MailConfig> {
@@ -941,11 +1153,97 @@ mod tests {
     }
 
     #[test]
-    fn couchdb_store_is_not_supported_yet() {
-        let err =
-            load_err(Sources { file: file("store = \"couchdb:http://127.0.0.1:5984/mail\""), ..Sources::default() });
-        assert!(err.contains("not supported yet (issue #4)"), "{err}");
-        assert!(err.contains("store"), "{err}");
+    fn couchdb_store_urls() {
+        let parsed = |input: &str| StoreUrl::parse(input).unwrap();
+        assert_eq!(
+            parsed("couchdb:http://127.0.0.1:5984/couchmail"),
+            StoreUrl::CouchDb { server: "http://127.0.0.1:5984".into(), database: "couchmail".into() }
+        );
+        assert_eq!(
+            parsed("couchdb:https://couch.example.com/db/mail-2/"),
+            StoreUrl::CouchDb { server: "https://couch.example.com/db".into(), database: "mail-2".into() }
+        );
+        assert_eq!(parsed("couchdb:http://[::1]:5984/m").to_string(), "couchdb:http://[::1]:5984/m");
+        for (input, why) in [
+            ("couchdb:http://127.0.0.1:5984", "end with the database"),
+            ("couchdb:http://127.0.0.1:5984/", "end with the database"),
+            ("couchdb:ftp://h/db", "http:// or https://"),
+            ("couchdb:127.0.0.1:5984/db", "http:// or https://"),
+            ("couchdb:http:///db", "names no server"),
+            ("couchdb:http://h/db?x=1", "query"),
+            ("couchdb:http://h/Mail", "not a CouchDB database name"),
+            ("http://127.0.0.1:5984/couchmail", "couchdb:http://"),
+        ] {
+            let err = StoreUrl::parse(input).unwrap_err();
+            assert!(err.contains(why), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_couchdb_url_with_credentials_is_refused_without_echoing_them() {
+        for source in [
+            Sources {
+                file: file("store = \"couchdb:http://admin:hunter2@127.0.0.1:5984/mail\""),
+                ..Sources::default()
+            },
+            Sources { env: env(&[("COUCHMAIL_STORE", "couchdb:http://admin:hunter2@h/mail")]), ..Sources::default() },
+            Sources {
+                flags: Overrides { store: Some("couchdb:https://admin:hunter2@h/mail".into()), ..Overrides::default() },
+                ..Sources::default()
+            },
+        ] {
+            let err = load_err(source);
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains("couchdb.password_file") && err.contains("***@"), "{err}");
+        }
+        assert_eq!(redact_userinfo("couchdb:http://a:b@c@h:1/db"), "couchdb:http://***@h:1/db");
+        assert_eq!(redact_userinfo("couchdb:http://h/x@y"), "couchdb:http://h/x@y");
+        assert_eq!(redact_userinfo("sqlite:/a@b"), "sqlite:/a@b");
+    }
+
+    #[test]
+    fn couchdb_login_from_file_and_environment() {
+        let config = load(Sources {
+            file: file(
+                "store = \"couchdb:http://127.0.0.1:5984/mail\"\n[couchdb]\nusername = \"cm\"\n\
+                 password_file = \"/etc/couchmail/pw\"\nca_file = \"/etc/ca.pem\"",
+            ),
+            ..Sources::default()
+        });
+        assert!(config.store.is_couchdb());
+        assert_eq!(
+            config.couchdb,
+            CouchDbSettings {
+                login: Some(("cm".into(), PasswordSource::File("/etc/couchmail/pw".into()))),
+                ca_file: Some("/etc/ca.pem".into()),
+            }
+        );
+        let config = load(Sources {
+            env: env(&[("COUCHMAIL_COUCHDB_USERNAME", "cm"), (COUCHDB_PASSWORD_ENV, "hunter2")]),
+            ..Sources::default()
+        });
+        assert_eq!(config.couchdb.login, Some(("cm".into(), PasswordSource::Env(Secret::new("hunter2")))));
+        // The configuration is logged at debug level: the password must not be in it.
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn couchdb_login_needs_both_halves_and_one_password() {
+        let err = load_err(Sources { file: file("[couchdb]\nusername = \"cm\""), ..Sources::default() });
+        assert!(err.contains("no password") && err.contains("couchdb.password_file"), "{err}");
+        let err = load_err(Sources { env: env(&[(COUCHDB_PASSWORD_ENV, "hunter2")]), ..Sources::default() });
+        assert!(err.contains("no couchdb.username"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = load_err(Sources {
+            file: file("[couchdb]\nusername = \"cm\"\npassword_file = \"/pw\""),
+            env: env(&[(COUCHDB_PASSWORD_ENV, "hunter2")]),
+            ..Sources::default()
+        });
+        assert!(err.contains("given twice"), "{err}");
+        let err = load_err(Sources { file: file("[couchdb]\npassword = \"hunter2\""), ..Sources::default() });
+        assert!(err.contains("password"), "{err}");
+        let err = load_err(Sources { file: file("[couchdb]\nusername = \"a:b\""), ..Sources::default() });
+        assert!(err.contains("couchdb.username"), "{err}");
     }
 
     #[test]

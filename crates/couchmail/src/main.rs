@@ -14,6 +14,8 @@ mod exit;
 mod output;
 mod render;
 mod sieve_check;
+mod store;
+mod transfer;
 mod up;
 
 use std::process::ExitCode;
@@ -87,6 +89,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     if let Command::Render(args) = &cli.command {
         return runtime.block_on(render::run(&config, &args.out, cli.json));
+    }
+    if let Command::Migrate(args) = cli.command {
+        return runtime.block_on(cmd::migrate::run(args, &config, cli.json));
     }
     runtime.block_on(async {
         let directory = cmd::open_directory(&config).await?;

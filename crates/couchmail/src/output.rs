@@ -106,6 +106,25 @@ pub fn fields(pairs: &[(&str, String)]) -> String {
     out
 }
 
+/// A progress bar on stderr for a person at a terminal, or one that draws
+/// nothing (in scripts, pipes and tests). `total`: the number of steps, or
+/// `None` for a counter without an end.
+pub fn progress(total: Option<u64>, message: &str) -> indicatif::ProgressBar {
+    if !std::io::IsTerminal::is_terminal(&io::stderr()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let (bar, template) = match total {
+        Some(total) => (indicatif::ProgressBar::new(total), "{msg} [{bar:30}] {pos}/{len} ({eta} left)"),
+        None => (indicatif::ProgressBar::new_spinner(), "{spinner} {msg} {pos}"),
+    };
+    // The templates are constants, so a parse failure would be a typo caught by any run.
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message.to_owned());
+    bar
+}
+
 /// `yes` or `no`.
 pub fn yes_no(flag: bool) -> String {
     if flag { "yes" } else { "no" }.to_owned()

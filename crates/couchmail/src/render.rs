@@ -57,8 +57,10 @@ pub struct StackInputs {
 /// (see [`make_paths_absolute`]).
 pub fn stack(config: &Config, inputs: StackInputs) -> Stack {
     let mut paths = Paths::new(&config.data_dir, &config.runtime_dir);
-    let StoreUrl::Sqlite(store) = &config.store;
-    paths.store = store.clone();
+    // Only an SQLite store is a file of the layout; a CouchDB one leaves the default, unused.
+    if let StoreUrl::Sqlite(store) = &config.store {
+        paths.store = store.clone();
+    }
     if let Some(tls) = &config.tls {
         paths.tls_certificate = tls.cert.clone();
         paths.tls_key = tls.key.clone();
@@ -104,8 +106,9 @@ pub fn render_stack(stack: &Stack) -> anyhow::Result<Rendered> {
 pub fn make_paths_absolute(config: &mut Config) -> anyhow::Result<()> {
     config.data_dir = absolute(&config.data_dir)?;
     config.runtime_dir = absolute(&config.runtime_dir)?;
-    let StoreUrl::Sqlite(store) = &config.store;
-    config.store = StoreUrl::Sqlite(absolute(store)?);
+    if let StoreUrl::Sqlite(store) = &config.store {
+        config.store = StoreUrl::Sqlite(absolute(store)?);
+    }
     if let Some(tls) = &mut config.tls {
         tls.cert = absolute(&tls.cert)?;
         tls.key = absolute(&tls.key)?;

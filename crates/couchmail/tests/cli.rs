@@ -2,7 +2,13 @@
 //! against its own temporary SQLite store (`COUCHMAIL_STORE`), checks exit
 //! codes, human output and `--json`, and reads the store directly where
 //! only the store can tell (password hashes).
+//!
+//! Modules: `transfer` (export, import, migrate, conflicts) and `couchdb`
+//! (the CouchDB backend chosen by configuration, against pouchdb-server).
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly on an unexpected error")]
+
+mod couchdb;
+mod transfer;
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
@@ -87,6 +93,15 @@ impl Env {
             store.get(id).await.unwrap().map(|doc| doc.body)
         })
     }
+
+    /// Writes a raw document into the store, past every check but the store's own.
+    fn put_raw(&self, id: &str, body: Value) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let store = SqliteStore::open(self.db()).await.unwrap();
+            store.put(id, None, body.as_object().unwrap()).await.unwrap();
+        });
+    }
 }
 
 #[test]
@@ -94,7 +109,20 @@ fn help_of_every_group_teaches_with_an_example() {
     let env = Env::new();
     let top = env.ok(&["--help"]);
     assert!(top.contains("Exit codes:") && top.contains("7  refused"), "{top}");
-    for group in ["up", "status", "domain", "domain-alias", "mailbox", "alias", "sieve", "token"] {
+    for group in [
+        "up",
+        "status",
+        "domain",
+        "domain-alias",
+        "mailbox",
+        "alias",
+        "sieve",
+        "token",
+        "export",
+        "import",
+        "migrate",
+        "conflicts",
+    ] {
         let help = env.ok(&[group, "--help"]);
         assert!(help.contains("Example"), "`couchmail {group} --help` shows no example:\n{help}");
     }
@@ -505,9 +533,9 @@ fn configuration_errors_exit_2_naming_the_source() {
 
     std::fs::write(env.dir.path().join("couchmail.toml"), "").unwrap();
     let stderr =
-        env.cmd().env("COUCHMAIL_STORE", "couchdb:http://127.0.0.1:5984/x").args(["domain", "list"]).assert().code(2);
+        env.cmd().env("COUCHMAIL_STORE", "couchdb:http://127.0.0.1:5984/X").args(["domain", "list"]).assert().code(2);
     let stderr = String::from_utf8_lossy(&stderr.get_output().stderr).into_owned();
-    assert!(stderr.contains("issue #4") && stderr.contains("COUCHMAIL_STORE"), "{stderr}");
+    assert!(stderr.contains("database name") && stderr.contains("COUCHMAIL_STORE"), "{stderr}");
 }
 
 #[test]

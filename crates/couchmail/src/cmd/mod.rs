@@ -8,25 +8,27 @@
 //! conflict (exit 4), never a lost update.
 
 mod alias;
+mod conflicts;
 mod domain;
 mod domain_alias;
+mod export;
+mod import;
 mod mailbox;
+pub mod migrate;
 mod sieve;
 mod status;
 pub mod token;
 
-use std::fmt;
-use std::io::{BufRead, IsTerminal};
-use std::str::FromStr;
-use std::sync::Arc;
-
 use anyhow::Context as _;
 use couchmail_directory::{Cascade, Directory, Entry, ErrorKind, ListFilter};
 use couchmail_model::{DocKind, Document, DomainName, ValidationError};
-use couchmail_store::{ListOptions, Rev, SqliteStore};
+use couchmail_store::{ListOptions, Rev};
+use std::fmt;
+use std::io::{BufRead, IsTerminal};
+use std::str::FromStr;
 
 use crate::cli::Command;
-use crate::config::{Config, StoreUrl};
+use crate::config::Config;
 use crate::exit::{CONFLICT_HINT, Exit, Failure};
 use crate::sieve_check::SievecCheck;
 
@@ -40,10 +42,12 @@ pub struct Context {
     pub config: Config,
 }
 
-/// Runs one administrative command (everything but `up`).
+/// Runs one administrative command (everything but `up`, `render` and `migrate`).
 pub async fn run(command: Command, context: &Context) -> anyhow::Result<()> {
     match command {
-        Command::Up(_) | Command::Render(_) => unreachable!("main runs `up` and `render` itself"),
+        Command::Up(_) | Command::Render(_) | Command::Migrate(_) => {
+            unreachable!("main runs `up`, `render` and `migrate` itself")
+        }
         Command::Status => status::run(context).await,
         Command::Domain(command) => domain::run(command, context).await,
         Command::DomainAlias(command) => domain_alias::run(command, context).await,
@@ -51,26 +55,18 @@ pub async fn run(command: Command, context: &Context) -> anyhow::Result<()> {
         Command::Alias(command) => alias::run(command, context).await,
         Command::Sieve(command) => sieve::run(command, context).await,
         Command::Token(command) => token::run(command, context).await,
+        Command::Export(args) => export::run(args, context).await,
+        Command::Import(args) => import::run(args, context).await,
+        Command::Conflicts(command) => conflicts::run(command, context).await,
     }
 }
 
 /// Opens the configured store for an administrative command. Unlike `up`,
-/// this creates no directory: a missing one means the configuration points
+/// this creates no SQLite file: a missing one means the configuration points
 /// somewhere unexpected.
 pub async fn open_directory(config: &Config) -> anyhow::Result<Directory> {
-    let StoreUrl::Sqlite(path) = &config.store;
-    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty())
-        && !parent.is_dir()
-    {
-        return Err(Failure::new(
-            Exit::Unavailable,
-            format!("store {}: directory {} does not exist", config.store, parent.display()),
-        )
-        .hint("run `couchmail up` once to create it, or point `store` (COUCHMAIL_STORE, --store) at the right file")
-        .into());
-    }
-    let store = SqliteStore::open(path).await.with_context(|| format!("cannot open store {}", config.store))?;
-    Ok(Directory::new(Arc::new(store)).with_script_check(SievecCheck::for_config(config)))
+    let store = crate::store::open(config, crate::store::Missing::Refuse).await?;
+    Ok(Directory::new(store).with_script_check(SievecCheck::for_config(config)))
 }
 
 /// Parses a command-line value into a model type: exit 5 naming what and why.
@@ -204,6 +200,10 @@ pub fn format_time(unix: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use couchmail_store::SqliteStore;
+
     use super::*;
 
     #[test]

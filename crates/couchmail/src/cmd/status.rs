@@ -10,6 +10,9 @@ use crate::output::{self, or_dash};
 
 #[derive(Debug, Serialize)]
 struct StatusView {
+    /// `sqlite` or `couchdb`.
+    backend: &'static str,
+    /// The store's own description: its file or database URL, never credentials.
     store: String,
     config_file: Option<String>,
     reachable: bool,
@@ -24,6 +27,7 @@ pub async fn run(context: &Context) -> anyhow::Result<()> {
         counts.insert(kind.as_str(), list(context, kind, None).await?.len());
     }
     let view = StatusView {
+        backend: if context.config.store.is_couchdb() { "couchdb" } else { "sqlite" },
         store: context.directory.store().describe(),
         config_file: context.config.file.as_ref().map(|path| path.display().to_string()),
         reachable: true,
@@ -32,8 +36,11 @@ pub async fn run(context: &Context) -> anyhow::Result<()> {
     if context.json {
         return output::json(&view);
     }
-    let mut pairs =
-        vec![("store", format!("{} (reachable)", view.store)), ("config file", or_dash(view.config_file.clone()))];
+    let mut pairs = vec![
+        ("backend", view.backend.to_owned()),
+        ("store", format!("{} (reachable)", view.store)),
+        ("config file", or_dash(view.config_file.clone())),
+    ];
     for (kind, count) in &view.counts {
         pairs.push((kind, count.to_string()));
     }

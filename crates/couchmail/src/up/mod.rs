@@ -41,7 +41,7 @@ pub mod tls;
 
 use std::fs::{OpenOptions, Permissions};
 use std::io::{IsTerminal, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,7 +52,7 @@ use couchmail_index::Index;
 use couchmail_lookup::MailLayout;
 use couchmail_model::{DocKind, Document, TokenPrincipal};
 use couchmail_render::{Listen, Stack, VmailIds};
-use couchmail_store::{SqliteStore, Store};
+use couchmail_store::Store;
 use couchmail_supervisor::Supervisor;
 use couchmail_supervisor::system;
 use serde::Serialize;
@@ -530,30 +530,9 @@ impl Signals {
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    let StoreUrl::Sqlite(path) = &config.store;
-    if let Some(parent) = path.parent()
-        && !parent.is_dir()
-    {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(parent)
-            .with_context(|| format!("cannot create the store's directory {}", parent.display()))?;
-    }
-    // Create the file with mode 0600 before SQLite does (it would use the
-    // umask): the store holds password hashes. SQLite gives its -wal and
-    // -shm files the same mode.
-    if !path.exists() {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("cannot create the store file {}", path.display()))?;
-    }
-    let store = SqliteStore::open(path).await.with_context(|| format!("cannot open store {}", config.store))?;
+    let store = crate::store::open(config, crate::store::Missing::Create).await?;
     tracing::info!(store = store.describe(), "store open");
-    Ok(Arc::new(store))
+    Ok(store)
 }
 
 /// Waits until the index has its first snapshot, with a spinner on a terminal.
@@ -669,8 +648,8 @@ fn cli_prefix(program: &str, config: &Config) -> String {
     if let Some(file) = config.file.as_ref().filter(|file| file.as_path() != Path::new(DEFAULT_CONFIG_FILE)) {
         prefix.push_str(&format!(" --config {}", file.display()));
     }
-    let StoreUrl::Sqlite(store) = &config.store;
-    if store.as_path() != Path::new("/var/lib/couchmail/couchmail.db") {
+    let default_store = StoreUrl::Sqlite(PathBuf::from("/var/lib/couchmail/couchmail.db"));
+    if config.store != default_store {
         prefix.push_str(&format!(" --store {}", config.store));
     }
     prefix
