@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::error::{Error, ErrorKind};
+use crate::spam::Spam;
 use crate::stack::{Listen, Stack};
 
 /// Checks every field `render` writes.
@@ -47,6 +48,42 @@ pub(crate) fn check(stack: &Stack) -> Result<(), Error> {
         && address.is_unspecified()
     {
         return Err(Error::new("listen", ErrorKind::UnspecifiedAddress));
+    }
+    if let Some(spam) = &stack.spam {
+        check_spam(spam)?;
+    }
+    Ok(())
+}
+
+/// spamc refuses sizes above 256 MiB.
+const SPAMC_MAX_SIZE: u64 = 256 * 1024 * 1024;
+
+fn check_spam(spam: &Spam) -> Result<(), Error> {
+    check_path("spam.spamd_socket", &spam.spamd_socket)?;
+    check_path("spam.user_dir_root", &spam.user_dir_root)?;
+    check_path("spam.spamc_program", &spam.spamc_program)?;
+    if let Some(reject) = &spam.smtp_reject {
+        check_path("spam.smtp_reject.milter_socket", &reject.milter_socket)?;
+        if reject.score <= spam.required_score {
+            return Err(Error::new("spam.smtp_reject.score", ErrorKind::NotAbove("spam.required_score")));
+        }
+    }
+    if spam.max_scan_bytes == 0 {
+        return Err(Error::new("spam.max_scan_bytes", ErrorKind::Zero));
+    }
+    if spam.max_scan_bytes > SPAMC_MAX_SIZE {
+        return Err(Error::new("spam.max_scan_bytes", ErrorKind::TooLarge(SPAMC_MAX_SIZE)));
+    }
+    if spam.scan_timeout_secs == 0 {
+        return Err(Error::new("spam.scan_timeout_secs", ErrorKind::Zero));
+    }
+    if spam.max_children == 0 {
+        return Err(Error::new("spam.max_children", ErrorKind::Zero));
+    }
+    let group_ok = !spam.socket_group.is_empty()
+        && spam.socket_group.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"-_".contains(&byte));
+    if !group_ok {
+        return Err(Error::new("spam.socket_group", ErrorKind::InvalidName));
     }
     Ok(())
 }
@@ -262,6 +299,44 @@ mod tests {
     fn postmaster_address_is_checked_when_set() {
         let (field, kind) = check_error(|stack| stack.postmaster_address = Some("postmaster".into()));
         assert_eq!((field.as_str(), kind), ("postmaster_address", ErrorKind::InvalidAddress));
+    }
+
+    #[test]
+    fn spam_settings_are_checked_when_spam_is_on() {
+        let with_spam = |change: fn(&mut Spam)| {
+            move |stack: &mut Stack| {
+                let mut spam = Spam::new(&stack.paths).with_smtp_reject(&stack.paths, "15".parse().unwrap());
+                change(&mut spam);
+                stack.spam = Some(spam);
+            }
+        };
+        let mut stack = valid();
+        with_spam(|_| {})(&mut stack);
+        check(&stack).unwrap();
+        assert_eq!(
+            check_error(with_spam(|spam| spam.spamd_socket = "spamd.sock".into())),
+            ("spam.spamd_socket".into(), ErrorKind::NotAbsolute)
+        );
+        assert_eq!(
+            check_error(with_spam(|spam| spam.smtp_reject.as_mut().unwrap().score = "5".parse().unwrap())),
+            ("spam.smtp_reject.score".into(), ErrorKind::NotAbove("spam.required_score"))
+        );
+        assert_eq!(
+            check_error(with_spam(|spam| spam.max_scan_bytes = 0)),
+            ("spam.max_scan_bytes".into(), ErrorKind::Zero)
+        );
+        assert_eq!(
+            check_error(with_spam(|spam| spam.max_scan_bytes = 512 * 1024 * 1024)),
+            ("spam.max_scan_bytes".into(), ErrorKind::TooLarge(256 * 1024 * 1024))
+        );
+        assert_eq!(
+            check_error(with_spam(|spam| spam.scan_timeout_secs = 0)),
+            ("spam.scan_timeout_secs".into(), ErrorKind::Zero)
+        );
+        assert_eq!(
+            check_error(with_spam(|spam| spam.socket_group = "a b".into())),
+            ("spam.socket_group".into(), ErrorKind::InvalidName)
+        );
     }
 
     #[test]

@@ -4,14 +4,15 @@
 //! Debian 12. Dovecot 2.4 renamed most of them (see the report of issue #3
 //! and the comments below): this file will need a 2.4 twin, not an edit.
 
+use crate::spam::{self, JUNK_MAILBOX, TRASH_MAILBOX};
 use crate::stack::{Listen, Stack};
 use crate::text::{Text, path_text};
 use crate::tls;
 
 /// Special-use mailboxes every user gets, created and subscribed on first
-/// login, sorted by name (RFC 6154).
+/// login, sorted by name (RFC 6154). Spam filing and training use Junk and Trash by these names.
 const SPECIAL_USE_MAILBOXES: [(&str, &str); 4] =
-    [("Drafts", "\\Drafts"), ("Junk", "\\Junk"), ("Sent", "\\Sent"), ("Trash", "\\Trash")];
+    [("Drafts", "\\Drafts"), (JUNK_MAILBOX, "\\Junk"), ("Sent", "\\Sent"), (TRASH_MAILBOX, "\\Trash")];
 
 /// The Dovecot instance name shown by `doveadm instance list` and used in its process titles.
 const INSTANCE_NAME: &str = "couchmail";
@@ -128,9 +129,15 @@ pub(crate) fn dovecot_conf(stack: &Stack) -> String {
     text.close();
     text.blank();
 
-    text.comment("IMAP shows quota usage; LMTP runs Sieve.");
-    text.open("protocol imap");
-    text.setting("mail_plugins", "$mail_plugins imap_quota");
+    if stack.spam.is_some() {
+        text.comment("IMAP shows quota usage and runs IMAPSieve (spam training); LMTP runs Sieve.");
+        text.open("protocol imap");
+        text.setting("mail_plugins", "$mail_plugins imap_quota imap_sieve");
+    } else {
+        text.comment("IMAP shows quota usage; LMTP runs Sieve.");
+        text.open("protocol imap");
+        text.setting("mail_plugins", "$mail_plugins imap_quota");
+    }
     text.close();
     text.open("protocol lmtp");
     text.setting("mail_plugins", "$mail_plugins sieve");
@@ -155,8 +162,20 @@ pub(crate) fn dovecot_conf(stack: &Stack) -> String {
         "sieve",
         &format!("dict:proxy:{}:sieve;name=active;bindir=~/.sieve-bin", path_text(&paths.dict_socket)),
     );
-    if let Some(sieve_before) = &stack.sieve_before {
-        text.setting("sieve_before", &path_text(sieve_before));
+    match &stack.spam {
+        Some(spam) => {
+            text.comment("SpamAssassin (docs/spam.md): the spam filter runs first at delivery; the administrator's");
+            text.comment("sieve_before, if any, second. IMAPSieve trains on moves into and out of Junk. Only global");
+            text.comment("scripts may run programs. Dovecot 2.4: sieve_script blocks of type before and imapsieve.");
+            for (key, value) in spam::dovecot_plugin_settings(stack, spam) {
+                text.setting(&key, &value);
+            }
+        }
+        None => {
+            if let Some(sieve_before) = &stack.sieve_before {
+                text.setting("sieve_before", &path_text(sieve_before));
+            }
+        }
     }
     text.close();
     text.finish()

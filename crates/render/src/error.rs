@@ -62,6 +62,12 @@ pub enum ErrorKind {
     NotInside(&'static str),
     /// `0.0.0.0` or `::` binds one address family while reading as "everywhere": use `Listen::AllInterfaces`.
     UnspecifiedAddress,
+    /// The value must be greater than the field named here.
+    NotAbove(&'static str),
+    /// The number is larger than the limit given here.
+    TooLarge(u64),
+    /// Not a user or group name (letters, digits, `-` and `_`).
+    InvalidName,
 }
 
 impl fmt::Display for ErrorKind {
@@ -83,6 +89,9 @@ impl fmt::Display for ErrorKind {
             ErrorKind::UnspecifiedAddress => {
                 f.write_str("an unspecified address binds one family only: listen on all interfaces instead")
             }
+            ErrorKind::NotAbove(other) => write!(f, "must be greater than {other}"),
+            ErrorKind::TooLarge(limit) => write!(f, "must be at most {limit}"),
+            ErrorKind::InvalidName => f.write_str("not a user or group name (letters, digits, - and _)"),
         }
     }
 }

@@ -5,7 +5,9 @@
 //! its secret, the vmail ids). [`render`] turns it into a [`Rendered`] set of
 //! files, keyed by their path relative to [`Paths::config_dir`]:
 //! `postfix/main.cf`, `postfix/master.cf`, `dovecot/dovecot.conf` and
-//! `dovecot/auth.lua` (root:dovecot 0640: it holds the secret).
+//! `dovecot/auth.lua` (root:dovecot 0640: it holds the secret), and with
+//! [`Stack::spam`] set, SpamAssassin's `spamassassin/local.cf` with the Sieve
+//! scripts and wrappers under `dovecot/spam/` (docs/spam.md).
 //!
 //! The files follow the security baseline of DESIGN.md §6: STARTTLS on port
 //! 25 without AUTH, AUTH only over TLS on 465 and 587 with the sender tied
@@ -35,6 +37,7 @@ mod error;
 mod lua;
 mod postfix;
 mod rendered;
+mod spam;
 mod stack;
 mod text;
 mod tls;
@@ -42,6 +45,11 @@ mod write;
 
 pub use error::{Error, ErrorKind, WriteError};
 pub use rendered::{Rendered, RenderedFile, render};
+pub use spam::{
+    JUNK_MAILBOX, ParseSpamScoreError, SMTP_SCAN_USER, SPAM_FILTER_PROGRAM, SPAM_FILTER_SIEVE, SPAM_LEARN_HAM_SIEVE,
+    SPAM_LEARN_PROGRAM, SPAM_LEARN_SPAM_SIEVE, SPAMASS_MILTER_USER, SPAMASSASSIN_LOCAL_CF, SmtpReject, Spam, SpamScore,
+    TRASH_MAILBOX, spamd_user_name, user_dir, user_prefs,
+};
 pub use stack::{
     AuthCache, AuthEndpoint, DOVECOT_AUTH_LUA, DOVECOT_CONF, Listen, Outbound, POSTFIX_MAIN_CF, POSTFIX_MASTER_CF,
     Paths, Ports, Stack, VmailIds,

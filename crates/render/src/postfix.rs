@@ -144,6 +144,21 @@ pub(crate) fn main_cf(stack: &Stack) -> String {
     text.setting("smtpd_recipient_restrictions", MX_RECIPIENT_RESTRICTIONS);
     text.setting("smtpd_reject_unlisted_recipient", "yes");
     text.setting("smtpd_data_restrictions", "reject_unauth_pipelining");
+    if let Some(reject) = stack.spam.as_ref().and_then(|spam| spam.smtp_reject.as_ref()) {
+        text.blank();
+        text.comment(&format!(
+            "SpamAssassin at SMTP time (docs/spam.md): spamass-milter refuses a message scoring {} or more at the",
+            reject.score
+        ));
+        text.comment("end of DATA, so the sending server tells its user and nobody here bounces to a forged sender.");
+        text.comment(
+            "A milter that is down or too slow lets the mail through: the delivery-time scan still files spam.",
+        );
+        text.comment("master.cf turns it off on the submission ports: users' own mail is not refused for its content.");
+        text.setting("smtpd_milters", &format!("unix:{}", path_text(&reject.milter_socket)));
+        text.setting("milter_default_action", "accept");
+        text.setting("milter_protocol", "6");
+    }
     text.finish()
 }
 
@@ -251,6 +266,9 @@ fn submission_service<'a>(
         Service::new(inet_name(stack.listen, port), "inet", "smtpd").private("n").option("syslog_name", syslog_name);
     for (key, value) in tls_options {
         service = service.option(key, value);
+    }
+    if stack.spam.as_ref().is_some_and(|spam| spam.smtp_reject.is_some()) {
+        service = service.option("smtpd_milters", "");
     }
     service
         .option("smtpd_tls_security_level", "encrypt")

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use crate::check::check;
 use crate::error::Error;
 use crate::stack::{DOVECOT_AUTH_LUA, DOVECOT_CONF, POSTFIX_MAIN_CF, POSTFIX_MASTER_CF, Stack};
-use crate::{dovecot, lua, postfix};
+use crate::{dovecot, lua, postfix, spam};
 
 /// Renders every configuration file of `stack`.
 ///
@@ -23,6 +23,9 @@ pub fn render(stack: &Stack) -> Result<Rendered, Error> {
         DOVECOT_AUTH_LUA.to_owned(),
         RenderedFile { contents: lua::auth_lua(stack), mode: 0o640, group: Some("dovecot") },
     );
+    for (path, contents, mode) in spam::files(stack) {
+        files.insert(path.to_owned(), RenderedFile { contents, mode, group: None });
+    }
     Ok(Rendered { files })
 }
 

@@ -36,6 +36,9 @@ pub struct Stack {
     pub outbound: Outbound,
     /// Dovecot's `postmaster_address`; `None` means `postmaster@<hostname>`.
     pub postmaster_address: Option<String>,
+    /// SpamAssassin: scanning at delivery per recipient, training from IMAP, optionally refusing at SMTP time.
+    /// `None` leaves it out of every file. [`Spam::new`](crate::Spam::new) gives the defaults for a layout.
+    pub spam: Option<crate::Spam>,
 }
 
 impl Stack {
@@ -73,6 +76,7 @@ impl Stack {
             sieve_before: None,
             outbound: Outbound::Direct,
             postmaster_address: None,
+            spam: None,
         }
     }
 }
