@@ -7,8 +7,10 @@
 //! (the CouchDB backend chosen by configuration, against pouchdb-server).
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly on an unexpected error")]
 
-mod couchdb;
-mod transfer;
+mod cli {
+    mod couchdb;
+    pub mod transfer;
+}
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
