@@ -214,3 +214,104 @@ fn credentials_come_from_a_private_file_or_the_environment_and_are_never_shown()
     assert_eq!(code, Some(2), "{shown}");
     assert!(shown.contains("no password"), "{shown}");
 }
+
+/// The index's `last_seq` from `/api/v1/health`, once it is ready.
+fn health_last_seq(addr: &str) -> Option<Value> {
+    match crate::http_get(addr, "/api/v1/health", None) {
+        Ok((200, body)) => {
+            let health: Value = serde_json::from_str(&body).unwrap();
+            (health["index_ready"] == true).then(|| health["last_seq"].clone())
+        }
+        _ => None,
+    }
+}
+
+#[test]
+fn up_runs_on_a_couchdb_store_and_follows_its_changes() {
+    let Some(server) = server_url() else { return };
+    let env = Env::new();
+    let store = fresh_store(&server);
+    std::fs::write(env.dir.path().join("couchmail.toml"), format!("store = \"{store}\"\n")).unwrap();
+    let data_dir = env.dir.path().join("data");
+    let (mut up, summary) = crate::start_up(&env, &data_dir);
+    assert_eq!(summary["store"], store);
+    assert!(summary["cli"].as_str().unwrap().ends_with(&format!("--store {store}")), "{summary}");
+    let addr =
+        summary["api_url"].as_str().unwrap().trim_start_matches("http://").trim_end_matches("/api/v1").to_owned();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let first_seq = loop {
+        if let Some(seq) = health_last_seq(&addr) {
+            break seq;
+        }
+        assert!(std::time::Instant::now() < deadline, "the index never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The first admin token went into CouchDB, not into a SQLite file.
+    let tokens = env.json(&["--store", &store, "token", "list"]);
+    assert_eq!(tokens.as_array().unwrap().len(), 1, "{tokens}");
+    assert!(!data_dir.join("couchmail.db").exists());
+
+    // A write by another process reaches the running index through CouchDB's changes feed.
+    env.ok(&["--store", &store, "domain", "add", "example.com"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while health_last_seq(&addr).as_ref() == Some(&first_seq) {
+        assert!(std::time::Instant::now() < deadline, "the index did not follow the change");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(crate::stop_up(&mut up), Some(0));
+}
+
+#[test]
+fn conflicts_left_by_replication_are_listed_and_resolved() {
+    let Some(server) = server_url() else { return };
+    let env = Env::new();
+    let store = fresh_store(&server);
+    let database = store.rsplit('/').next().unwrap().to_owned();
+    env.ok(&["--store", &store, "domain", "add", "example.com"]);
+    env.cmd()
+        .args(["--store", &store, "mailbox", "add", "alice@example.com", "--name", "Alice", "--password-stdin"])
+        .write_stdin("correct horse battery staple\n")
+        .assert()
+        .success();
+    let mailbox = env.json(&["--store", &store, "mailbox", "show", "alice@example.com"]);
+    let rev = mailbox["rev"].as_str().unwrap().to_owned();
+    // What replication does with a concurrent edit made at another site: a sibling revision.
+    let sibling = format!("1-{}", if rev.as_bytes()[2] == b'f' { "0".repeat(32) } else { "f".repeat(32) });
+    let doc = serde_json::json!({
+        "_id": "mailbox:alice@example.com", "_rev": sibling, "type": "mailbox", "active": true, "name": "Alice at site B",
+        "password": "{ARGON2ID}$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA"
+    });
+    let (status, body) = http(
+        &server,
+        "POST",
+        &format!("/{database}/_bulk_docs"),
+        &serde_json::json!({"new_edits": false, "docs": [doc]}).to_string(),
+        None,
+    );
+    assert!(status == 201 || status == 200, "{status} {body}");
+
+    let conflicts = env.json(&["--store", &store, "conflicts", "list"]);
+    let conflicts = conflicts.as_array().unwrap();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    let conflict = &conflicts[0];
+    assert_eq!(conflict["id"], "mailbox:alice@example.com");
+    let differs: Vec<&str> = conflict["differs_in"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    assert_eq!(differs, ["name", "password"]);
+    let listing = conflict.to_string();
+    assert!(!listing.contains("argon2id"), "a password hash was shown: {listing}");
+    let table = env.ok(&["--store", &store, "conflicts", "list"]);
+    assert!(table.contains("mailbox:alice@example.com") && table.contains("name, password"), "{table}");
+
+    let site_b = if conflict["winner"]["rev"] == sibling.as_str() {
+        conflict["winner"]["rev"].as_str().unwrap().to_owned()
+    } else {
+        conflict["losers"][0]["rev"].as_str().unwrap().to_owned()
+    };
+    let resolved =
+        env.json(&["--store", &store, "conflicts", "resolve", "mailbox:alice@example.com", "--keep", &site_b]);
+    assert_eq!(resolved["kept"], site_b.as_str());
+    assert_eq!(env.json(&["--store", &store, "conflicts", "list"]), Value::Array(Vec::new()));
+    assert_eq!(env.json(&["--store", &store, "mailbox", "show", "alice@example.com"])["name"], "Alice at site B");
+    env.fails(&["--store", &store, "conflicts", "resolve", "mailbox:alice@example.com", "--keep", &site_b], 3);
+}
