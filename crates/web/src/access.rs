@@ -6,7 +6,8 @@
 //! its own idea of who may do what.
 //!
 //! The roles (issue #2, DESIGN.md §2):
-//! - admin: everything;
+//! - admin: everything, and alone the store's replication conflicts, which
+//!   may be on any document;
 //! - domain-admin of some domains: everything inside them (mailboxes, aliases,
 //!   Sieve scripts, domain aliases that point at them, the domain document's
 //!   `quota_default`), but not creating or removing domains, changing a
@@ -94,6 +95,10 @@ pub enum Resource<'a> {
     Alias(&'a AliasKey),
     /// The Sieve scripts of a mailbox.
     Sieve(&'a Address),
+    /// The store's replication conflicts: the losing revisions of any document, and choosing
+    /// which revision wins. A conflict can be on any document (a token, an admin's mailbox),
+    /// so it is the installation's business, not a domain's.
+    Conflicts,
 }
 
 impl Principal {
@@ -124,6 +129,7 @@ impl Principal {
             (Resource::Role(Role::DomainAdmin(domain)), _) => administers(domain),
             (Resource::Alias(key), _) => administers(key.domain()),
             (Resource::Sieve(owner), _) => is_self(owner) || administers(owner.domain()),
+            (Resource::Conflicts, _) => false,
         }
     }
 
@@ -148,6 +154,7 @@ impl Principal {
             Resource::Role(role) => format!("who holds role `{role}`"),
             Resource::Alias(key) => format!("alias `{key}`"),
             Resource::Sieve(owner) => format!("the Sieve scripts of `{owner}`"),
+            Resource::Conflicts => "the store's replication conflicts".to_owned(),
         };
         Err(Error::Forbidden(format!("this token may not {verb} {what}")))
     }
@@ -280,6 +287,7 @@ mod tests {
             Resource::MailboxLimits(&alice),
             Resource::Role(&Role::Admin),
             Resource::Sieve(&alice),
+            Resource::Conflicts,
         ] {
             check(&admin(), resource, true, true);
         }
@@ -313,6 +321,8 @@ mod tests {
         check(&principal, Resource::Alias(&catch_all_b), false, false);
         check(&principal, Resource::Sieve(&bob), false, false);
         check(&principal, Resource::Role(&Role::DomainAdmin(b.clone())), false, false);
+        // Conflicts may be on any document, so they are not a domain admin's.
+        check(&principal, Resource::Conflicts, false, false);
     }
 
     #[test]
@@ -360,6 +370,7 @@ mod tests {
         check(&principal, Resource::DomainAlias { target: &a }, false, false);
         check(&principal, Resource::Alias(&AliasKey::parse("info@a.example").unwrap()), false, false);
         check(&principal, Resource::Role(&Role::DomainAdmin(a.clone())), false, false);
+        check(&principal, Resource::Conflicts, false, false);
     }
 
     #[test]

@@ -9,11 +9,14 @@
 //! what it read. Fields marked read-only (`has_password`, a script's
 //! `active`) are accepted for the same reason and ignored.
 //!
-//! Outputs never carry a password hash or a token hash.
+//! Outputs never carry a password hash or a token hash; the bodies of
+//! conflicting revisions, which are shown as stored, lose those fields
+//! ([`REDACTED_FIELDS`]).
 
 use couchmail_model::{
     Address, Alias, AliasKey, Domain, DomainAlias, DomainName, Mailbox, Role, SieveName, SieveScript,
 };
+use couchmail_store::{Conflict, RawDoc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -283,6 +286,84 @@ pub struct HealthView {
     pub index_ready: bool,
     /// The last change sequence the index applied (opaque).
     pub last_seq: Option<String>,
+}
+
+/// Body fields never shown in a conflict's revisions, whatever the document's type: a
+/// mailbox's password hash and a token's secret hash.
+pub const REDACTED_FIELDS: [&str; 2] = ["password", "secret_sha256"];
+
+/// One revision of a conflicted document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevisionView {
+    /// The revision, to pass as `keep` when resolving.
+    pub rev: String,
+    /// The document's body at this revision (`type` and fields, without `_id` and `_rev`),
+    /// less the fields listed in `redacted`.
+    #[schema(value_type = Object)]
+    pub body: serde_json::Map<String, serde_json::Value>,
+    /// The names of the secret fields this revision holds and the API does not show (a
+    /// mailbox's password hash, a token's secret hash): revisions that differ only there look
+    /// alike, and this says so.
+    pub redacted: Vec<String>,
+}
+
+impl RevisionView {
+    /// The view of `doc`, its secret fields taken out.
+    pub fn new(doc: &RawDoc) -> RevisionView {
+        let mut body = doc.body.clone();
+        let redacted =
+            REDACTED_FIELDS.iter().filter(|field| body.remove(**field).is_some()).map(|field| (*field).to_owned());
+        let redacted = redacted.collect();
+        RevisionView { rev: doc.rev.to_string(), body, redacted }
+    }
+}
+
+/// A document whose replicas disagree: the revision every read returns, and the live
+/// revisions that lost.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConflictView {
+    /// The document's `_id` (`mailbox:alice@example.com`).
+    pub id: String,
+    /// The revision the store picked; reads return it.
+    pub winner: RevisionView,
+    /// The other live revisions, in revision order.
+    pub losers: Vec<RevisionView>,
+}
+
+impl From<&Conflict> for ConflictView {
+    fn from(conflict: &Conflict) -> ConflictView {
+        ConflictView {
+            id: conflict.id.clone(),
+            winner: RevisionView::new(&conflict.winner),
+            losers: conflict.losers.iter().map(RevisionView::new).collect(),
+        }
+    }
+}
+
+/// Every conflicted document, by `_id`. Not paged: replication conflicts are few, and each
+/// one is a thing for the administrator to settle.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConflictList {
+    /// The conflicted documents, in `_id` order.
+    pub items: Vec<ConflictView>,
+}
+
+/// Which revision of a conflicted document to keep.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveInput {
+    /// The revision to keep: the winner's or a loser's, as `GET /conflicts` lists them.
+    #[schema(example = "3-917fa2381192822767f010b95b45325b")]
+    pub keep: String,
+}
+
+/// A conflict settled.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResolvedView {
+    /// The document's `_id`.
+    pub id: String,
+    /// The document's new revision, which holds the kept content.
+    pub rev: String,
 }
 
 macro_rules! page {

@@ -138,6 +138,24 @@ impl From<couchmail_directory::Error> for Error {
     }
 }
 
+impl From<couchmail_store::Error> for Error {
+    /// For the few routes that talk to the store directly (replication conflicts), mapped as
+    /// the directory maps the same kinds.
+    fn from(err: couchmail_store::Error) -> Error {
+        use couchmail_store::ErrorKind as StoreErrorKind;
+        match err.kind() {
+            StoreErrorKind::NotFound => Error::NotFound(err.to_string()),
+            StoreErrorKind::Conflict => Error::Conflict(err.to_string()),
+            StoreErrorKind::BadRequest => Error::invalid("", err.to_string()),
+            StoreErrorKind::Unavailable => {
+                tracing::warn!(cause = %err, "store unavailable");
+                Error::Unavailable
+            }
+            _ => Error::Internal(err.to_string()),
+        }
+    }
+}
+
 /// The JSON body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -203,6 +221,22 @@ mod tests {
         check(ErrorKind::Corrupt(ValidationError::new("bad")), "internal", 500);
         check(ErrorKind::Unavailable, "unavailable", 503);
         check(ErrorKind::Internal, "internal", 500);
+    }
+
+    #[test]
+    fn store_errors_map_like_directory_errors() {
+        use couchmail_store::ErrorKind;
+        let check = |kind: ErrorKind, code: &str, status: u16| {
+            let err = Error::from(couchmail_store::Error::new(kind, "x"));
+            assert_eq!((err.code(), err.status().as_u16()), (code, status));
+        };
+        check(ErrorKind::NotFound, "not_found", 404);
+        check(ErrorKind::Conflict, "conflict", 409);
+        check(ErrorKind::BadRequest, "invalid", 400);
+        check(ErrorKind::Unavailable, "unavailable", 503);
+        check(ErrorKind::Internal, "internal", 500);
+        let unavailable = Error::from(couchmail_store::Error::new(ErrorKind::Unavailable, "http://user:pw@couch/"));
+        assert!(!unavailable.public_message().contains("pw@"), "the cause is logged, not sent");
     }
 
     #[test]

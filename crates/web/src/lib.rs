@@ -20,6 +20,8 @@
 //! | `/mailboxes/{address}/password` | `PUT {"password": "…"}`, hashed argon2id |
 //! | `/mailboxes/{address}/sieve`, `…/sieve/{name}` | `GET` list, `POST` create; `GET`, `PUT`, `DELETE` |
 //! | `/aliases`, `/aliases/{key}` | as domains; `{key}` may be `@domain` (the catch-all) |
+//! | `/conflicts` | `GET` (admin): documents whose replicas disagree, every live revision with its body (secrets left out) |
+//! | `/conflicts/{id}/resolve` | `POST {"keep": "<rev>"}` (admin): keeps that revision, deletes the others; answers the new revision |
 //!
 //! Activating a Sieve script is a `PUT` of the mailbox with `sieve_active`
 //! set to its name: one document holds the choice, so there is one way to
@@ -50,6 +52,10 @@
 //! `unsupported_media_type` 415, `precondition_required` 428, `unavailable`
 //! 503 (with `Retry-After`), `internal` 500 (the cause is logged only).
 //! A request that fails writes nothing.
+//! While the store is down every request that needs it (and so every
+//! authenticated one: tokens are read from the store) answers 503
+//! `unavailable`, "the store is not answering; retry shortly"; `health`
+//! keeps answering from the index.
 //!
 //! # Security
 //!
@@ -95,9 +101,10 @@ use couchmail_index::Index;
 
 pub use access::{Action, Principal, Resource, authenticate};
 pub use dto::{
-    AliasInput, AliasPage, AliasView, DomainAliasInput, DomainAliasPage, DomainAliasView, DomainInput, DomainPage,
-    DomainView, HealthView, MailboxInput, MailboxPage, MailboxView, PasswordInput, SieveInput, SievePage, SieveSummary,
-    SieveView, WhoamiView,
+    AliasInput, AliasPage, AliasView, ConflictList, ConflictView, DomainAliasInput, DomainAliasPage, DomainAliasView,
+    DomainInput, DomainPage, DomainView, HealthView, MailboxInput, MailboxPage, MailboxView, PasswordInput,
+    REDACTED_FIELDS, ResolveInput, ResolvedView, RevisionView, SieveInput, SievePage, SieveSummary, SieveView,
+    WhoamiView,
 };
 pub use error::{Error, ErrorBody, ErrorDetail};
 pub use extract::{DEFAULT_PAGE_LIMIT, MAX_BODY_BYTES, MAX_PAGE_LIMIT};

@@ -19,9 +19,15 @@ use couchmail_testkit::TempStore;
 use couchmail_testkit::fixtures;
 use couchmail_web::{ApiState, serve};
 use reqwest::Method;
-use reqwest::header::{CONTENT_TYPE, ETAG, IF_MATCH, WWW_AUTHENTICATE};
+use reqwest::header::{CONTENT_TYPE, ETAG, IF_MATCH, RETRY_AFTER, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+
+/// Tests in files of their own under `tests/web/`, using the helpers below.
+mod web {
+    mod conflicts;
+    mod outage;
+}
 
 /// A running API with its store.
 struct Api {
@@ -39,6 +45,7 @@ struct Reply {
     status: u16,
     etag: Option<String>,
     www_authenticate: Option<String>,
+    retry_after: Option<String>,
     text: String,
     body: Value,
 }
@@ -105,16 +112,27 @@ impl Call<'_> {
             |name| response.headers().get(name).map(|v: &reqwest::header::HeaderValue| v.to_str().unwrap().to_owned());
         let etag = header(ETAG);
         let www_authenticate = header(WWW_AUTHENTICATE);
+        let retry_after = header(RETRY_AFTER);
         let text = response.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { status, etag, www_authenticate, text, body }
+        Reply { status, etag, www_authenticate, retry_after, text, body }
     }
 }
 
 impl Api {
     async fn start() -> Api {
+        Api::start_with(|store| store).await
+    }
+
+    /// An API whose directory, follower and routes use `wrap` of the temporary store, so
+    /// that a test can put a store that fails, or one with conflicts, in front of it.
+    async fn start_with(wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>) -> Api {
+        // reqwest is built with rustls and no default crypto provider (the store picks
+        // ring for CouchDB over https), so the test client needs one installed; a second
+        // install fails harmlessly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let store = TempStore::new().await;
-        let shared: Arc<dyn Store> = store.store.clone();
+        let shared: Arc<dyn Store> = wrap(store.store.clone());
         let directory = Directory::new(shared.clone());
         let index = Arc::new(Index::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -256,6 +274,8 @@ async fn openapi_lists_every_route() {
         "/api/v1/mailboxes/{address}/sieve/{name}",
         "/api/v1/aliases",
         "/api/v1/aliases/{key}",
+        "/api/v1/conflicts",
+        "/api/v1/conflicts/{id}/resolve",
     ]
     .into();
     assert_eq!(paths, expected);
@@ -263,6 +283,11 @@ async fn openapi_lists_every_route() {
         |path: &str| -> BTreeSet<String> { reply.body["paths"][path].as_object().unwrap().keys().cloned().collect() };
     assert_eq!(methods("/api/v1/domains/{domain}"), ["delete", "get", "put"].map(String::from).into());
     assert_eq!(methods("/api/v1/mailboxes"), ["get", "post"].map(String::from).into());
+    assert_eq!(methods("/api/v1/conflicts"), ["get"].map(String::from).into());
+    assert_eq!(methods("/api/v1/conflicts/{id}/resolve"), ["post"].map(String::from).into());
+    for schema in ["ConflictList", "ConflictView", "RevisionView", "ResolveInput", "ResolvedView"] {
+        assert!(reply.body["components"]["schemas"][schema].is_object(), "schema {schema}");
+    }
     assert!(reply.body["components"]["securitySchemes"]["bearer"].is_object());
     assert!(reply.body["components"]["schemas"]["ErrorBody"].is_object());
 }
@@ -566,6 +591,7 @@ async fn no_response_carries_a_hash() {
         "/domains",
         "/aliases",
         "/domain-aliases",
+        "/conflicts",
         "/whoami",
         "/openapi.json",
         "/health",

@@ -2,6 +2,7 @@
 //! authentication as an extractor, ETag responses, path keys, paging.
 
 mod aliases;
+mod conflicts;
 mod domain_aliases;
 mod domains;
 mod mailboxes;
@@ -16,7 +17,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use couchmail_directory::Entry;
 use couchmail_model::{DocKind, DomainName, ValidationError};
 use couchmail_store::Rev;
@@ -67,6 +68,8 @@ pub const API_PREFIX: &str = "/api/v1";
         aliases::show,
         aliases::update,
         aliases::remove,
+        conflicts::list,
+        conflicts::resolve,
     ),
     modifiers(&BearerScheme),
     tags(
@@ -76,6 +79,7 @@ pub const API_PREFIX: &str = "/api/v1";
         (name = "mailboxes", description = "Mailboxes (logins) and their passwords"),
         (name = "sieve", description = "Sieve scripts of a mailbox"),
         (name = "aliases", description = "Aliases and catch-alls"),
+        (name = "conflicts", description = "Documents whose replicas disagree (CouchDB replication), and settling them"),
     )
 )]
 pub struct ApiDoc;
@@ -116,6 +120,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/mailboxes/{address}/sieve/{name}", get(sieve::show).put(sieve::update).delete(sieve::remove))
         .route("/aliases", get(aliases::list).post(aliases::create))
         .route("/aliases/{key}", get(aliases::show).put(aliases::update).delete(aliases::remove))
+        .route("/conflicts", get(conflicts::list))
+        .route("/conflicts/{id}/resolve", post(conflicts::resolve))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
     Router::new().nest(API_PREFIX, api).fallback(not_found).layer(
