@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p couchmail-index --example index_bench -- build --mailboxes 100000
 //! cargo run --release -p couchmail-index --example index_bench -- propagate --samples 1000
+//! cargo run --release -p couchmail-index --example index_bench -- checkpoint --mailboxes 50000 --rounds 3
 //! ```
 //!
 //! `build` fills a fresh store with N mailboxes across N/100 domains, N
@@ -11,6 +12,10 @@
 //! to a ready index, and the resident memory before and after.
 //! `propagate` writes documents one at a time under a running follower and
 //! measures how long each takes to show in the snapshot.
+//! `checkpoint` fills a store as `build` does (50 000 mailboxes and as many aliases make
+//! 100 k documents), saves a checkpoint once, then times, alternately, a start from scratch
+//! (the whole feed) and a start from the checkpoint, each until the index is ready, and
+//! reports the time to save it and its size.
 //! Each prints one JSON line. The store lives under `--dir` (default
 //! `/dev/shm` when it exists: the store syncs every commit, and what is
 //! measured here is the index, not the disk).
@@ -28,7 +33,8 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 const USAGE: &str = "usage: index_bench build --mailboxes N [--aliases N] [--batch N] [--dir DIR] [--writers N]
-       index_bench propagate --samples K [--mailboxes N] [--batch N] [--dir DIR]";
+       index_bench propagate --samples K [--mailboxes N] [--batch N] [--dir DIR]
+       index_bench checkpoint --mailboxes N [--aliases N] [--rounds R] [--batch N] [--dir DIR]";
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
@@ -40,6 +46,7 @@ async fn main() -> Result<()> {
     match command.as_str() {
         "build" => build(&options).await,
         "propagate" => propagate(&options).await,
+        "checkpoint" => checkpoint(&options).await,
         other => bail!("unknown command `{other}`\n{USAGE}"),
     }
 }
@@ -48,6 +55,7 @@ struct Options {
     mailboxes: usize,
     aliases: Option<usize>,
     samples: usize,
+    rounds: usize,
     writers: usize,
     batch_size: usize,
     dir: PathBuf,
@@ -60,6 +68,7 @@ impl Options {
             mailboxes: 1000,
             aliases: None,
             samples: 200,
+            rounds: 3,
             writers: 4,
             batch_size: FollowConfig::default().batch_size,
             dir: if shm.is_dir() { shm } else { std::env::temp_dir() },
@@ -72,6 +81,7 @@ impl Options {
                 "--mailboxes" => options.mailboxes = number()?,
                 "--aliases" => options.aliases = Some(number()?),
                 "--samples" => options.samples = number()?,
+                "--rounds" => options.rounds = number()?.max(1),
                 "--writers" => options.writers = number()?.max(1),
                 "--batch" => options.batch_size = number()?.max(1),
                 "--dir" => options.dir = PathBuf::from(value),
@@ -208,8 +218,16 @@ fn start_follower(
     store: Arc<SqliteStore>,
     index: &Arc<Index>,
 ) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let (stop, stopped) = oneshot::channel::<()>();
     let config = FollowConfig { batch_size: options.batch_size, ..FollowConfig::default() };
+    start_follower_with(config, store, index)
+}
+
+fn start_follower_with(
+    config: FollowConfig,
+    store: Arc<SqliteStore>,
+    index: &Arc<Index>,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(follow_with(config, store, Arc::clone(index), async move {
         let _ = stopped.await;
     }));
@@ -335,6 +353,90 @@ async fn propagate(options: &Options) -> Result<()> {
             "mailboxes": options.mailboxes,
             "write_to_visible_us": percentiles(&mut write_to_visible),
             "commit_to_visible_us": percentiles(&mut commit_to_visible),
+            "store_dir": options.dir.display().to_string(),
+        })
+    );
+    Ok(())
+}
+
+/// Starts a follower on a fresh index and returns how long it took to be ready, and the
+/// index, with the follower stopped.
+async fn start_until_ready(config: FollowConfig, store: &Arc<SqliteStore>) -> Result<(Duration, Arc<Index>)> {
+    let index = Arc::new(Index::default());
+    let started = Instant::now();
+    let (stop, task) = start_follower_with(config, Arc::clone(store), &index);
+    index
+        .wait_until(Snapshot::is_ready, Duration::from_secs(3600))
+        .await
+        .context("the index did not become ready within an hour")?;
+    let elapsed = started.elapsed();
+    let _ = stop.send(());
+    task.await.context("the follower panicked")?;
+    Ok((elapsed, index))
+}
+
+async fn checkpoint(options: &Options) -> Result<()> {
+    let n_aliases = options.aliases.unwrap_or(options.mailboxes);
+    let (dir, store) = open_store(options).await?;
+    let population = Arc::new(Population::new(options.mailboxes, n_aliases)?);
+    populate(&store, &population, options.writers).await?;
+    let path = dir.path().join(couchmail_index::CHECKPOINT_FILE_NAME);
+    let scratch_config = FollowConfig { batch_size: options.batch_size, ..FollowConfig::default() };
+    let checkpoint_config = FollowConfig { checkpoint: Some(path.clone()), ..scratch_config.clone() };
+
+    // The first start saves the checkpoint as soon as the index is ready: time that save.
+    let index = Arc::new(Index::default());
+    let (stop, task) = start_follower_with(checkpoint_config.clone(), Arc::clone(&store), &index);
+    index.wait_until(Snapshot::is_ready, Duration::from_secs(3600)).await.context("the first build")?;
+    let ready_at = Instant::now();
+    loop {
+        let health = index.health();
+        if let Some(error) = health.checkpoint_error {
+            bail!("the checkpoint was not saved: {error}");
+        }
+        if health.checkpoint_seq.is_some() && health.checkpoint_seq == health.last_seq {
+            break;
+        }
+        if ready_at.elapsed() > Duration::from_secs(600) {
+            bail!("the checkpoint was not saved within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let save_elapsed = ready_at.elapsed();
+    let _ = stop.send(());
+    task.await.context("the follower panicked")?;
+    let counts = index.snapshot().counts();
+    drop(index);
+    let checkpoint_bytes = std::fs::metadata(&path).context("the checkpoint file")?.len();
+
+    // Alternate the two, so that a machine growing busier or quieter affects both alike.
+    let mut scratch_ms = Vec::with_capacity(options.rounds);
+    let mut resume_ms = Vec::with_capacity(options.rounds);
+    for _ in 0..options.rounds {
+        let (elapsed, scratch) = start_until_ready(scratch_config.clone(), &store).await?;
+        scratch_ms.push(round(elapsed.as_secs_f64() * 1000.0, 1));
+        let expected = scratch.snapshot();
+        drop(scratch);
+        let (elapsed, resumed) = start_until_ready(checkpoint_config.clone(), &store).await?;
+        resume_ms.push(round(elapsed.as_secs_f64() * 1000.0, 1));
+        if resumed.health().checkpoint_seq.is_none() || resumed.snapshot().counts() != expected.counts() {
+            bail!("the start from the checkpoint did not resume from it, or ended with another index");
+        }
+    }
+    println!(
+        "{}",
+        json!({
+            "bench": "index_checkpoint",
+            "documents": population.len(),
+            "mailboxes": counts.mailboxes,
+            "aliases": counts.aliases,
+            "batch_size": options.batch_size,
+            "scratch_ms": scratch_ms,
+            "resume_ms": resume_ms,
+            "save_ms": round(save_elapsed.as_secs_f64() * 1000.0, 1),
+            "checkpoint_bytes": checkpoint_bytes,
+            "checkpoint_bytes_per_document": round(checkpoint_bytes as f64 / population.len().max(1) as f64, 1),
+            "build_profile": if cfg!(debug_assertions) { "debug" } else { "release" },
             "store_dir": options.dir.display().to_string(),
         })
     );

@@ -26,12 +26,17 @@ pub struct DomainEntry {
 
 impl DomainEntry {
     pub(crate) fn from_document(domain: &Domain) -> DomainEntry {
-        DomainEntry {
-            name: domain.name.as_str().into(),
-            active: domain.active,
-            quota_default: domain.quota_default,
-            max_mailboxes: domain.max_mailboxes,
-        }
+        DomainEntry::from_parts(domain.name.as_str(), domain.active, domain.quota_default, domain.max_mailboxes)
+    }
+
+    /// The entry as read back from a checkpoint, which holds what an entry keeps.
+    pub(crate) fn from_parts(
+        name: &str,
+        active: bool,
+        quota_default: Option<u64>,
+        max_mailboxes: Option<u32>,
+    ) -> DomainEntry {
+        DomainEntry { name: name.into(), active, quota_default, max_mailboxes }
     }
 
     /// The domain in normal (A-label) form.
@@ -64,7 +69,12 @@ pub struct AliasDomainEntry {
 
 impl AliasDomainEntry {
     pub(crate) fn from_document(alias: &DomainAlias) -> AliasDomainEntry {
-        AliasDomainEntry { name: alias.name.as_str().into(), target: alias.target.as_str().into() }
+        AliasDomainEntry::from_parts(alias.name.as_str(), alias.target.as_str())
+    }
+
+    /// The entry as read back from a checkpoint.
+    pub(crate) fn from_parts(name: &str, target: &str) -> AliasDomainEntry {
+        AliasDomainEntry { name: name.into(), target: target.into() }
     }
 
     /// The alias domain.
@@ -95,22 +105,39 @@ pub struct MailboxEntry {
 
 impl MailboxEntry {
     pub(crate) fn from_document(mailbox: &Mailbox) -> MailboxEntry {
-        let mut text = mailbox.address.to_string();
+        MailboxEntry::from_parts(
+            &mailbox.address.to_string(),
+            mailbox.password.as_ref().map(|hash| hash.as_str()),
+            mailbox.sieve_active.as_ref().map(|name| name.as_str()),
+            mailbox.active,
+            mailbox.quota_bytes,
+            mailbox.roles.clone(),
+        )
+    }
+
+    /// The entry as read back from a checkpoint (or built from a document).
+    pub(crate) fn from_parts(
+        address: &str,
+        password_hash: Option<&str>,
+        sieve_active: Option<&str>,
+        active: bool,
+        quota_bytes: Option<u64>,
+        roles: Vec<Role>,
+    ) -> MailboxEntry {
+        let mut text =
+            String::with_capacity(address.len() + password_hash.map_or(0, str::len) + sieve_active.map_or(0, str::len));
+        text.push_str(address);
         let address_end = offset(&text);
-        if let Some(hash) = &mailbox.password {
-            text.push_str(hash.as_str());
-        }
+        text.push_str(password_hash.unwrap_or_default());
         let password_end = offset(&text);
-        if let Some(name) = &mailbox.sieve_active {
-            text.push_str(name.as_str());
-        }
+        text.push_str(sieve_active.unwrap_or_default());
         MailboxEntry {
             text: text.into_boxed_str(),
             address_end,
             password_end,
-            active: mailbox.active,
-            quota_bytes: mailbox.quota_bytes,
-            roles: mailbox.roles.clone().into_boxed_slice(),
+            active,
+            quota_bytes,
+            roles: roles.into_boxed_slice(),
         }
     }
 
@@ -191,6 +218,15 @@ impl AliasEntry {
         AliasEntry { text: text.into_boxed_str(), key_end, active: alias.active }
     }
 
+    /// The entry as read back from a checkpoint: the key, and the targets joined by commas.
+    pub(crate) fn from_parts(key: &str, targets_joined: &str, active: bool) -> AliasEntry {
+        let mut text = String::with_capacity(key.len() + targets_joined.len());
+        text.push_str(key);
+        let key_end = offset(&text);
+        text.push_str(targets_joined);
+        AliasEntry { text: text.into_boxed_str(), key_end, active }
+    }
+
     /// `local@domain`, or `@domain` for a catch-all.
     pub fn key(&self) -> &str {
         part(&self.text, 0, self.key_end)
@@ -263,6 +299,31 @@ impl SieveEntry {
             script: sieve.script.as_str().into(),
             previous: None,
         }
+    }
+
+    /// The entry as read back from a checkpoint: `previous` is the content id and source
+    /// before the last change, as [`SieveEntry::previous`] gives them.
+    pub(crate) fn from_parts(
+        owner: &str,
+        name: &str,
+        content_id: &str,
+        script: &str,
+        previous: Option<(&str, &str)>,
+    ) -> SieveEntry {
+        SieveEntry {
+            key: format!("{owner}:{name}").into_boxed_str(),
+            owner_len: owner.len(),
+            content_id: content_id.into(),
+            script: script.into(),
+            previous: previous.map(|(content_id, script)| {
+                Box::new(PreviousContent { content_id: content_id.into(), script: script.into() })
+            }),
+        }
+    }
+
+    /// The content id and source before the last change, for a checkpoint.
+    pub(crate) fn previous(&self) -> Option<(&str, &str)> {
+        self.previous.as_ref().map(|previous| (&*previous.content_id, &*previous.script))
     }
 
     /// Makes this entry, which replaces `replaced`, remember the content it

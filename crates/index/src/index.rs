@@ -49,6 +49,11 @@ pub struct Health {
     pub store_errors_total: u64,
     /// The error of the last read, when it failed (cleared by the next success).
     pub last_store_error: Option<String>,
+    /// The sequence of the last checkpoint saved, or of the one the index resumed from;
+    /// `None` while there is none (or checkpoints are off).
+    pub checkpoint_seq: Option<Seq>,
+    /// Why the last save of a checkpoint failed (cleared by the next success).
+    pub checkpoint_error: Option<String>,
 }
 
 #[derive(Default)]
@@ -57,6 +62,8 @@ struct FollowerLog {
     recent_skipped: VecDeque<SkippedDocument>,
     store_errors_total: u64,
     last_store_error: Option<String>,
+    checkpoint_seq: Option<Seq>,
+    checkpoint_error: Option<String>,
 }
 
 impl Default for Index {
@@ -175,6 +182,8 @@ impl Index {
             recent_skipped: log.recent_skipped.iter().cloned().collect(),
             store_errors_total: log.store_errors_total,
             last_store_error: log.last_store_error.clone(),
+            checkpoint_seq: log.checkpoint_seq.clone(),
+            checkpoint_error: log.checkpoint_error.clone(),
         }
     }
 
@@ -195,6 +204,18 @@ impl Index {
 
     pub(crate) fn clear_store_error(&self) {
         self.log().last_store_error = None;
+    }
+
+    /// Notes a checkpoint saved or resumed from (`Ok`, with its sequence), or a failed save.
+    pub(crate) fn record_checkpoint(&self, res: Result<Option<Seq>, String>) {
+        let mut log = self.log();
+        match res {
+            Ok(seq) => {
+                log.checkpoint_seq = seq;
+                log.checkpoint_error = None;
+            }
+            Err(error) => log.checkpoint_error = Some(error),
+        }
     }
 
     fn log(&self) -> MutexGuard<'_, FollowerLog> {

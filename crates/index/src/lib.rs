@@ -35,11 +35,13 @@
 //! ```
 #![deny(missing_docs)]
 
+mod checkpoint;
 mod entry;
 mod follow;
 mod index;
 mod snapshot;
 
+pub use checkpoint::CHECKPOINT_FILE_NAME;
 pub use entry::{AliasDomainEntry, AliasEntry, DomainEntry, MailboxEntry, SieveEntry};
 pub use follow::{FollowConfig, follow, follow_with};
 pub use index::{CHANGES_CAPACITY, Health, Index, RECENT_SKIPPED_CAPACITY};

@@ -87,6 +87,17 @@ pub(crate) enum Applied {
     Skipped(SkippedDocument),
 }
 
+/// One entry of a snapshot as a checkpoint holds it.
+pub(crate) enum RestoredEntry {
+    Domain(DomainEntry),
+    AliasDomain(AliasDomainEntry),
+    Mailbox(MailboxEntry),
+    Alias(AliasEntry),
+    Sieve(SieveEntry),
+    Token(Token),
+    Invalid(SkippedDocument),
+}
+
 /// An immutable view of everything the mail daemons and the API ask.
 ///
 /// Cloning is O(1): the tables are persistent, and a clone shares every
@@ -192,6 +203,35 @@ impl Snapshot {
                 Applied::Skipped(skipped)
             }
         }
+    }
+
+    /// A snapshot that is not ready, at `last_seq`, to be filled from a checkpoint.
+    pub(crate) fn restoring(last_seq: Option<Seq>) -> Snapshot {
+        Snapshot { last_seq, ..Snapshot::default() }
+    }
+
+    /// Inserts an entry read back from a checkpoint exactly as it was saved (a Sieve
+    /// script keeps the previous content it had, rather than taking the one it replaces).
+    pub(crate) fn insert_restored(&mut self, entry: RestoredEntry) {
+        match entry {
+            RestoredEntry::Domain(entry) => self.domains.insert(entry),
+            RestoredEntry::AliasDomain(entry) => self.alias_domains.insert(entry),
+            RestoredEntry::Mailbox(entry) => self.mailboxes.insert(entry),
+            RestoredEntry::Alias(entry) => self.aliases.insert(entry),
+            RestoredEntry::Sieve(entry) => self.sieves.insert(entry),
+            RestoredEntry::Token(token) => self.tokens.insert(token),
+            RestoredEntry::Invalid(skipped) => self.invalid.insert(skipped),
+        }
+    }
+
+    /// Every Sieve script, by owner and name, for a checkpoint.
+    pub(crate) fn all_sieve_scripts(&self) -> impl Iterator<Item = &SieveEntry> + '_ {
+        self.sieves.with_prefix(String::new())
+    }
+
+    /// Every API token, in no particular order, for a checkpoint.
+    pub(crate) fn tokens(&self) -> impl Iterator<Item = &Token> + '_ {
+        self.tokens.iter()
     }
 
     /// Records how far the feed has been applied, and whether it has been

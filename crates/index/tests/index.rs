@@ -17,6 +17,12 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// Tests in files of their own under `tests/index/`, using the helpers below.
+mod index {
+    mod checkpoint;
+    mod outage;
+}
+
 /// Long enough for a slow CI machine, short enough to fail fast.
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -29,7 +35,12 @@ struct Running {
 
 impl Running {
     fn start(store: Arc<dyn Store>, config: FollowConfig) -> Running {
-        let index = Arc::new(Index::default());
+        Running::start_on(Arc::new(Index::default()), store, config)
+    }
+
+    /// A follower of `store` into `index`, which the caller may already have handed to a
+    /// store wrapper that observes it.
+    fn start_on(index: Arc<Index>, store: Arc<dyn Store>, config: FollowConfig) -> Running {
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(follow_with(config, store, Arc::clone(&index), async move {
             let _ = stopped.await;
@@ -58,6 +69,7 @@ fn quick_config() -> FollowConfig {
         poll_wait: Duration::from_secs(30),
         retry_min: Duration::from_millis(10),
         retry_max: Duration::from_millis(40),
+        ..FollowConfig::default()
     }
 }
 
@@ -456,4 +468,92 @@ async fn the_follower_tells_which_documents_each_batch_changed() {
     assert_eq!(seen, strings(&["mailbox:bob@example.com", "alias:info@example.com", "domain:example.biz"]));
     assert!(running.index.snapshot().domain("example.biz").is_some(), "sent after the snapshot is published");
     running.stop().await;
+}
+
+/// One read of the changes feed, as [`Watched`] saw it.
+#[derive(Debug, Clone)]
+struct FeedRead {
+    /// The sequence asked for.
+    since: Option<Seq>,
+    /// Whether the index was ready at that moment.
+    ready: bool,
+    /// When it was asked.
+    at: Instant,
+    /// Whether it failed.
+    failed: bool,
+}
+
+/// A store that hands every call to another under the identity it is given (the inner
+/// store's by default, so that checkpoints match), notes each read of the changes feed,
+/// fails those reads while `down` (as an unreachable CouchDB does), and refuses to read
+/// after `refused_since` (as CouchDB refuses a sequence it does not know).
+struct Watched {
+    inner: Arc<dyn Store>,
+    identity: String,
+    index: Arc<Index>,
+    down: std::sync::atomic::AtomicBool,
+    refused_since: Mutex<Option<Seq>>,
+    reads: Mutex<Vec<FeedRead>>,
+}
+
+impl Watched {
+    fn new(inner: Arc<dyn Store>, index: &Arc<Index>) -> Arc<Watched> {
+        let identity = inner.describe();
+        Watched::with_identity(inner, index, identity)
+    }
+
+    fn with_identity(inner: Arc<dyn Store>, index: &Arc<Index>, identity: String) -> Arc<Watched> {
+        Arc::new(Watched {
+            inner,
+            identity,
+            index: Arc::clone(index),
+            down: std::sync::atomic::AtomicBool::new(false),
+            refused_since: Mutex::new(None),
+            reads: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn reads(&self) -> Vec<FeedRead> {
+        self.reads.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Store for Watched {
+    async fn get(&self, id: &str) -> couchmail_store::Result<Option<RawDoc>> {
+        self.inner.get(id).await
+    }
+    async fn put(&self, id: &str, rev: Option<&Rev>, body: &Body) -> couchmail_store::Result<Rev> {
+        self.inner.put(id, rev, body).await
+    }
+    async fn delete(&self, id: &str, rev: &Rev) -> couchmail_store::Result<Rev> {
+        self.inner.delete(id, rev).await
+    }
+    async fn list(&self, prefix: &str, options: &ListOptions) -> couchmail_store::Result<Vec<RawDoc>> {
+        self.inner.list(prefix, options).await
+    }
+    async fn changes(&self, since: Option<&Seq>, limit: usize, wait: Duration) -> couchmail_store::Result<Changes> {
+        let down = self.down.load(Ordering::SeqCst);
+        let refused = since.is_some() && self.refused_since.lock().unwrap().as_ref() == since;
+        self.reads.lock().unwrap().push(FeedRead {
+            since: since.cloned(),
+            ready: self.index.is_ready(),
+            at: Instant::now(),
+            failed: down || refused,
+        });
+        if down {
+            return Err(Error::new(ErrorKind::Unavailable, "the store is down for this test"));
+        }
+        if refused {
+            return Err(Error::new(ErrorKind::BadRequest, format!("unknown sequence {since:?}")));
+        }
+        self.inner.changes(since, limit, wait).await
+    }
+    fn describe(&self) -> String {
+        self.identity.clone()
+    }
 }
