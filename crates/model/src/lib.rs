@@ -43,6 +43,7 @@ macro_rules! string_serde {
 }
 
 mod address;
+pub mod couchdb;
 mod document;
 mod error;
 mod password;

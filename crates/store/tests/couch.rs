@@ -1,6 +1,15 @@
 //! The CouchDB backend against a CouchDB-compatible server (pouchdb-server, started once per
-//! test binary): the conformance suite, plus what only a networked store has.
+//! test binary): the conformance suite, plus what only a networked store has — bootstrap,
+//! `validate_doc_update`, replication conflicts, https, and the long-poll against a server that
+//! keeps it open with heartbeats as CouchDB does.
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on an unexpected error")]
+
+mod couch {
+    pub mod bootstrap;
+    pub mod conflicts;
+    pub mod heartbeat;
+    pub mod validation;
+}
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +20,7 @@ use couchmail_testkit::pouchdb::PouchServer;
 use serde_json::json;
 
 /// The one server of this test binary; `None` when pouchdb-server is not installed outside CI.
-fn server_url() -> Option<String> {
+pub fn server_url() -> Option<String> {
     static SERVER: OnceLock<Option<PouchServer>> = OnceLock::new();
     SERVER
         .get_or_init(|| PouchServer::start_if_installed().unwrap_or_else(|error| panic!("{error}")))
@@ -20,13 +29,38 @@ fn server_url() -> Option<String> {
 }
 
 /// A database name no other test in this binary uses.
-fn fresh_database() -> String {
+pub fn fresh_database() -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     format!("conformance-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-async fn connect(url: String, database: String) -> CouchStore {
+/// A plain HTTP client for the requests a test makes itself, as an admin would with curl.
+///
+/// reqwest is built with rustls and no default crypto provider (the store hands it a
+/// configuration with ring), so a client built the plain way needs ring installed first;
+/// installing twice fails harmlessly.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+pub async fn connect(url: String, database: String) -> CouchStore {
     CouchStore::connect(CouchConfig::new(url, database)).await.unwrap()
+}
+
+/// `{url}/{database}/{id}` with the id percent-encoded, for requests the test makes itself.
+pub fn document_url(url: &str, database: &str, id: &str) -> String {
+    let encoded: String = id
+        .bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+                char::from(byte).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect();
+    format!("{url}/{database}/{encoded}")
 }
 
 couchmail_store::conformance_tests!({
@@ -94,4 +128,29 @@ async fn wrong_credentials_are_reported_without_the_password() {
 
     let store = connect(url, fresh_database()).await;
     assert!(store.describe().starts_with("couchdb:http://127.0.0.1:"), "{}", store.describe());
+}
+
+#[tokio::test]
+async fn only_http_and_https_urls_are_accepted() {
+    for url in ["ftp://127.0.0.1:5984", "file:///var/lib/couchdb", "unix:/run/couchdb.sock"] {
+        let error = CouchStore::connect(CouchConfig::new(url, "couchmail")).await.expect_err("not http");
+        assert_eq!(error.kind(), ErrorKind::BadRequest, "{url}: {error}");
+        assert!(error.to_string().contains("http:// or https://"), "{url}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn an_unusable_ca_file_is_named_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing-ca.pem");
+    let empty = dir.path().join("empty-ca.pem");
+    std::fs::write(&empty, "").unwrap();
+    for path in [missing, empty] {
+        // Nothing listens on port 9: the file is checked before any connection is tried.
+        let config =
+            CouchConfig { ca_file: Some(path.clone()), ..CouchConfig::new("https://127.0.0.1:9", "couchmail") };
+        let error = CouchStore::connect(config).await.expect_err("the CA file is unusable");
+        assert_eq!(error.kind(), ErrorKind::BadRequest, "{error}");
+        assert!(error.to_string().contains(&path.display().to_string()), "{error}");
+    }
 }

@@ -3,7 +3,16 @@
 //! CouchDB makes revisions, detects conflicts and keeps the changes feed itself; this module
 //! maps the trait onto its endpoints and its answers onto [`ErrorKind`]s. Sequences are kept
 //! as the opaque JSON values CouchDB hands out (strings in 3.x), rendered as text.
-//! Only plain `http://` URLs are supported for now: https needs a TLS feature of `reqwest`.
+//!
+//! - `bootstrap`: what [`CouchStore::connect`] makes sure the database has (idempotently).
+//! - `changes`: the long-poll on `_changes`, with heartbeats.
+//! - `conflicts`: replication conflicts, listed and resolved.
+//! - `http`: the client (http and https), credentials, and CouchDB's errors.
+
+mod bootstrap;
+mod changes;
+mod conflicts;
+mod http;
 
 use std::fmt;
 use std::time::Duration;
@@ -12,15 +21,9 @@ use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+use self::http::{encode_path_segment, error_from_response, write_error_from_response};
 use crate::validate::{check_body, check_id};
-use crate::{Body, Change, Changes, Error, ErrorKind, ListOptions, RawDoc, Result, Rev, Seq, Store};
-
-/// How long a request other than a long-poll may take before the server counts as unavailable.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Extra time given to a long-poll beyond its wait, for the answer to travel; past it the
-/// client gives up on the server and answers "nothing new" itself.
-const LONG_POLL_GRACE: Duration = Duration::from_millis(300);
+use crate::{Body, Changes, Conflict, Error, ErrorKind, ListOptions, RawDoc, Result, Rev, Seq, Store};
 
 /// How many rows `list` asks for at a time when the caller set no limit.
 const LIST_BATCH: usize = 1000;
@@ -78,7 +81,9 @@ impl CouchConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CouchSetup {
     /// The `validate_doc_update` JavaScript function installed in `_design/couchmail`, which
-    /// CouchDB runs on every write, replication and Fauxton edit included; `None` installs none.
+    /// CouchDB runs on every write, replication and Fauxton edit included; `None` installs none
+    /// and leaves one installed earlier in place, so that a tool connecting without it does
+    /// not switch validation off. Documents it refuses are `BadRequest`s naming CouchDB's reason.
     pub validate_doc_update: Option<String>,
     /// Mango indexes created with `POST /{db}/_index` in the design document `couchmail-indexes`.
     pub indexes: Vec<MangoIndex>,
@@ -112,7 +117,8 @@ impl fmt::Debug for CouchStore {
 }
 
 impl CouchStore {
-    /// Connects to the server and creates the database if it does not exist yet.
+    /// Connects to the server and bootstraps the database: creates it if it does not exist
+    /// yet and installs what `config.setup` asks for (see [`CouchSetup`]).
     ///
     /// Bootstrapping is idempotent: several processes may connect at once.
     pub async fn connect(config: CouchConfig) -> Result<CouchStore> {
@@ -127,64 +133,29 @@ impl CouchStore {
                 "the CouchDB URL contains credentials — give them separately so that they are never logged",
             ));
         }
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(Error::new(
+                ErrorKind::BadRequest,
+                format!(
+                    "the CouchDB URL's scheme {:?} is not supported — give an http:// or https:// URL",
+                    base.scheme()
+                ),
+            ));
+        }
         if config.database.is_empty() {
             return Err(Error::new(ErrorKind::BadRequest, "the CouchDB database name is empty — name one"));
         }
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|error| Error::new(ErrorKind::Internal, "cannot build an HTTP client").with_source(error))?;
+        let client = http::build_client(&base, config.ca_file.as_deref())?;
         let base_url = config.url.trim_end_matches('/');
         let database_url = format!("{base_url}/{}", encode_path_segment(&config.database));
         let description = format!("couchdb:{database_url}");
         let store = CouchStore { client, database_url, credentials: config.credentials, description };
-        store.bootstrap().await?;
+        store.bootstrap(&config.setup).await?;
         Ok(store)
-    }
-
-    async fn bootstrap(&self) -> Result<()> {
-        let response = self.send(self.request(Method::PUT, &self.database_url), "create the database").await?;
-        match response.status() {
-            // 412: the database exists already, which is what a second start finds.
-            status if status.is_success() || status == StatusCode::PRECONDITION_FAILED => Ok(()),
-            _ => Err(error_from_response(response, "create the database").await),
-        }
     }
 
     fn document_url(&self, id: &str) -> String {
         format!("{}/{}", self.database_url, encode_path_segment(id))
-    }
-
-    fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
-        let builder = self.client.request(method, url);
-        match &self.credentials {
-            Some(credentials) => builder.basic_auth(&credentials.username, Some(&credentials.password)),
-            None => builder,
-        }
-    }
-
-    async fn send(&self, builder: reqwest::RequestBuilder, action: &str) -> Result<reqwest::Response> {
-        self.send_with_timeout(builder, REQUEST_TIMEOUT, action).await
-    }
-
-    async fn send_with_timeout(
-        &self,
-        builder: reqwest::RequestBuilder,
-        timeout: Duration,
-        action: &str,
-    ) -> Result<reqwest::Response> {
-        builder.timeout(timeout).send().await.map_err(|error| {
-            Error::new(ErrorKind::Unavailable, format!("cannot {action} at {}", self.description)).with_source(error)
-        })
-    }
-
-    async fn json(&self, response: reqwest::Response, action: &str) -> Result<Value> {
-        response.json::<Value>().await.map_err(|error| {
-            // A body cut short by the server or the clock is an outage; a body that is not JSON is a bug.
-            let kind =
-                if error.is_decode() && !error.is_timeout() { ErrorKind::Internal } else { ErrorKind::Unavailable };
-            Error::new(kind, format!("cannot read the answer to {action} from {}", self.description)).with_source(error)
-        })
     }
 
     /// The live document, fetched without the checks `get` applies to its id.
@@ -220,54 +191,6 @@ impl CouchStore {
             _ => Err(Error::new(ErrorKind::Internal, "CouchDB's _all_docs answer has no rows")),
         }
     }
-
-    /// One `_changes` request; `None` when the server did not answer within the wait.
-    async fn changes_once(
-        &self,
-        since: Option<&Seq>,
-        limit: usize,
-        wait: Duration,
-    ) -> Result<Option<(Vec<Value>, Value)>> {
-        let mut query = vec![("limit", limit.to_string()), ("include_docs", "true".to_owned())];
-        if let Some(since) = since {
-            query.push(("since", since.0.clone()));
-        }
-        if !wait.is_zero() {
-            query.push(("feed", "longpoll".to_owned()));
-            query.push(("timeout", wait.as_millis().max(1).to_string()));
-        }
-        let builder = self.request(Method::GET, &format!("{}/_changes", self.database_url)).query(&query);
-        let request_timeout = if wait.is_zero() { REQUEST_TIMEOUT } else { wait + LONG_POLL_GRACE };
-        let answer = async {
-            let response = self.send_with_timeout(builder, request_timeout, "read the changes feed").await?;
-            if response.status() == StatusCode::BAD_REQUEST {
-                let error = error_from_response(response, "read the changes feed").await;
-                return Err(Error::new(
-                    ErrorKind::BadRequest,
-                    format!("changes since {:?} refused", since.map(|seq| &seq.0)),
-                )
-                .with_source(error));
-            }
-            if !response.status().is_success() {
-                return Err(error_from_response(response, "read the changes feed").await);
-            }
-            self.json(response, "read the changes feed").await
-        };
-        let value = match answer.await {
-            Ok(value) => value,
-            // A server that keeps a long-poll open past its timeout has nothing new to say.
-            Err(error) if !wait.is_zero() && error.kind() == ErrorKind::Unavailable && is_timeout(&error) => {
-                return Ok(None);
-            }
-            Err(error) => return Err(error),
-        };
-        let results = match value.get("results") {
-            Some(Value::Array(results)) => results.clone(),
-            _ => return Err(Error::new(ErrorKind::Internal, "CouchDB's _changes answer has no results")),
-        };
-        let last_seq = value.get("last_seq").cloned().unwrap_or(Value::Null);
-        Ok(Some((results, last_seq)))
-    }
 }
 
 #[async_trait]
@@ -299,7 +222,7 @@ impl Store for CouchStore {
         let builder = self.request(Method::PUT, &self.document_url(id)).json(&Value::Object(document));
         let response = self.send(builder, &action).await?;
         if !response.status().is_success() {
-            return Err(error_from_response(response, &action).await);
+            return Err(write_error_from_response(response, &action).await);
         }
         let value = self.json(response, &action).await?;
         rev_from_answer(&value)
@@ -316,7 +239,7 @@ impl Store for CouchStore {
         let builder = self.request(Method::DELETE, &self.document_url(id)).query(&[("rev", rev.0.as_str())]);
         let response = self.send(builder, &action).await?;
         if !response.status().is_success() {
-            return Err(error_from_response(response, &action).await);
+            return Err(write_error_from_response(response, &action).await);
         }
         let value = self.json(response, &action).await?;
         rev_from_answer(&value)
@@ -366,77 +289,20 @@ impl Store for CouchStore {
     }
 
     async fn changes(&self, since: Option<&Seq>, limit: usize, wait: Duration) -> Result<Changes> {
-        if since.is_some_and(|seq| seq.0.is_empty()) {
-            return Err(Error::new(ErrorKind::BadRequest, "an empty sequence was never handed out by the store"));
-        }
-        let limit = limit.max(1);
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut since = since.cloned();
-        loop {
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let Some((results, last_seq)) = self.changes_once(since.as_ref(), limit, remaining).await? else {
-                return Ok(Changes { changes: Vec::new(), last_seq: since });
-            };
-            let result_count = results.len();
-            let mut changes = Vec::new();
-            for result in results {
-                let seq = seq_text(result.get("seq"))?;
-                let id = result.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
-                // Design and local documents are the store's own, not CouchMail data.
-                if id.starts_with('_') {
-                    continue;
-                }
-                changes.push(change(seq, id, &result)?);
-            }
-            let batch_last_seq = if result_count == 0 { since.clone() } else { Some(seq_text(Some(&last_seq))?) };
-            if !changes.is_empty() {
-                let last_seq = changes.last().map(|change| change.seq.clone());
-                return Ok(Changes { changes, last_seq });
-            }
-            // Only skipped documents: move past them, and wait on while time is left.
-            if result_count == 0 || remaining.is_zero() {
-                return Ok(Changes { changes, last_seq: batch_last_seq });
-            }
-            since = batch_last_seq;
-        }
+        self.changes_feed(since, limit, wait).await
+    }
+
+    async fn conflicts(&self) -> Result<Vec<Conflict>> {
+        self.list_conflicts().await
+    }
+
+    async fn resolve_conflict(&self, id: &str, keep: &Rev) -> Result<Rev> {
+        self.resolve(id, keep).await
     }
 
     fn describe(&self) -> String {
         self.description.clone()
     }
-}
-
-fn is_timeout(error: &Error) -> bool {
-    std::error::Error::source(error)
-        .and_then(|source| source.downcast_ref::<reqwest::Error>())
-        .is_some_and(reqwest::Error::is_timeout)
-}
-
-/// A sequence as text: CouchDB 3.x's are strings, older servers' numbers.
-fn seq_text(value: Option<&Value>) -> Result<Seq> {
-    match value {
-        Some(Value::String(text)) => Ok(Seq(text.clone())),
-        Some(Value::Number(number)) => Ok(Seq(number.to_string())),
-        other => Err(Error::new(ErrorKind::Internal, format!("CouchDB handed out an unusable sequence {other:?}"))),
-    }
-}
-
-fn change(seq: Seq, id: String, result: &Value) -> Result<Change> {
-    let rev = result
-        .pointer("/changes/0/rev")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Error::new(ErrorKind::Internal, format!("change of {id:?} has no revision")))?;
-    let deleted = result.get("deleted").and_then(Value::as_bool).unwrap_or(false);
-    let body = if deleted {
-        None
-    } else {
-        let doc = result
-            .get("doc")
-            .cloned()
-            .ok_or_else(|| Error::new(ErrorKind::Internal, format!("change of {id:?} came without its document")))?;
-        Some(raw_doc(doc)?.body)
-    };
-    Ok(Change { seq, id, rev: Rev(rev.to_owned()), body })
 }
 
 /// A document as CouchDB sends it, split into id, revision and body.
@@ -465,62 +331,12 @@ fn rev_from_answer(value: &Value) -> Result<Rev> {
         .ok_or_else(|| Error::new(ErrorKind::Internal, format!("CouchDB's answer {value} names no revision")))
 }
 
-/// The error for a non-success answer, with CouchDB's own reason.
-async fn error_from_response(response: reqwest::Response, action: &str) -> Error {
-    let status = response.status();
-    let reason = match response.json::<Value>().await {
-        Ok(value) => {
-            let error = value.get("error").and_then(Value::as_str).unwrap_or("unknown");
-            let reason = value.get("reason").and_then(Value::as_str).unwrap_or("");
-            format!("{error}: {reason}")
-        }
-        Err(_) => "no JSON reason given".to_owned(),
-    };
-    let kind = match status {
-        StatusCode::CONFLICT => ErrorKind::Conflict,
-        StatusCode::NOT_FOUND => ErrorKind::NotFound,
-        StatusCode::BAD_REQUEST => ErrorKind::BadRequest,
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Unavailable,
-        status if status.is_server_error() => ErrorKind::Unavailable,
-        _ => ErrorKind::Internal,
-    };
-    let advice = match status {
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            " — check the CouchDB credentials and the database's _security"
-        }
-        _ => "",
-    };
-    Error::new(kind, format!("cannot {action}: CouchDB answered {status} ({reason}){advice}"))
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters, so that ids with `/`,
-/// `+`, `?`, `#` or `%` stay one path segment and mean themselves.
-fn encode_path_segment(segment: &str) -> String {
-    let mut encoded = String::with_capacity(segment.len());
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a test fails loudly on an unexpected error")]
 mod tests {
     use serde_json::json;
 
     use super::*;
-
-    #[test]
-    fn path_segments_are_encoded() {
-        assert_eq!(encode_path_segment("mailbox:a+b@example.com"), "mailbox%3Aa%2Bb%40example.com");
-        assert_eq!(encode_path_segment("a/b?c#d%e f"), "a%2Fb%3Fc%23d%25e%20f");
-        assert_eq!(encode_path_segment("ü"), "%C3%BC");
-        assert_eq!(encode_path_segment("Az09-._~"), "Az09-._~");
-    }
 
     #[test]
     fn credentials_are_redacted() {
@@ -530,13 +346,6 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(shown.contains("admin"), "{shown}");
         assert!(!shown.contains("hunter2"), "{shown}");
-    }
-
-    #[test]
-    fn sequences_are_kept_as_text() {
-        assert_eq!(seq_text(Some(&json!(12))).unwrap(), Seq("12".to_owned()));
-        assert_eq!(seq_text(Some(&json!("3-g1AAAA"))).unwrap(), Seq("3-g1AAAA".to_owned()));
-        assert_eq!(seq_text(None).unwrap_err().kind(), ErrorKind::Internal);
     }
 
     #[test]
