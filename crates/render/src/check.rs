@@ -67,6 +67,10 @@ fn check_spam(spam: &Spam) -> Result<(), Error> {
         if reject.score <= spam.required_score {
             return Err(Error::new("spam.smtp_reject.score", ErrorKind::NotAbove("spam.required_score")));
         }
+        // spamass-milter reads the threshold and the message's score as whole numbers.
+        if reject.score.tenths() % 10 != 0 {
+            return Err(Error::new("spam.smtp_reject.score", ErrorKind::NotWhole));
+        }
     }
     if spam.max_scan_bytes == 0 {
         return Err(Error::new("spam.max_scan_bytes", ErrorKind::Zero));
@@ -320,6 +324,10 @@ mod tests {
         assert_eq!(
             check_error(with_spam(|spam| spam.smtp_reject.as_mut().unwrap().score = "5".parse().unwrap())),
             ("spam.smtp_reject.score".into(), ErrorKind::NotAbove("spam.required_score"))
+        );
+        assert_eq!(
+            check_error(with_spam(|spam| spam.smtp_reject.as_mut().unwrap().score = "15.5".parse().unwrap())),
+            ("spam.smtp_reject.score".into(), ErrorKind::NotWhole)
         );
         assert_eq!(
             check_error(with_spam(|spam| spam.max_scan_bytes = 0)),

@@ -68,6 +68,8 @@ pub enum ErrorKind {
     TooLarge(u64),
     /// Not a user or group name (letters, digits, `-` and `_`).
     InvalidName,
+    /// The score must be a whole number.
+    NotWhole,
 }
 
 impl fmt::Display for ErrorKind {
@@ -92,6 +94,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::NotAbove(other) => write!(f, "must be greater than {other}"),
             ErrorKind::TooLarge(limit) => write!(f, "must be at most {limit}"),
             ErrorKind::InvalidName => f.write_str("not a user or group name (letters, digits, - and _)"),
+            ErrorKind::NotWhole => f.write_str("must be a whole number (spamass-milter compares whole points)"),
         }
     }
 }

@@ -122,8 +122,9 @@ pub const SPAMASS_MILTER_USER: &str = "spamass-milter";
 pub struct SmtpReject {
     /// The milter's unix socket (spamass-milter, group postfix, 0660).
     pub milter_socket: PathBuf,
-    /// The score at or above which a message is refused. Above the required score: mail between the two still
-    /// reaches the user, in Junk, where a mistake can be found.
+    /// The score at or above which a message is refused: a whole number (spamass-milter compares whole points),
+    /// above the required score, so that mail between the two still reaches the user, in Junk, where a mistake
+    /// can be found.
     pub score: SpamScore,
 }
 

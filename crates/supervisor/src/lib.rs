@@ -12,7 +12,10 @@
 //! reverse order: the stop signal to the whole group, then SIGKILL after a
 //! grace period.
 //!
-//! [`Sievec`] runs Pigeonhole's compiler to check a Sieve script before it is stored.
+//! [`spamd_daemon`] and [`spamass_milter_daemon`] describe SpamAssassin's daemons (docs/spam.md).
+//!
+//! [`Sievec`] runs Pigeonhole's compiler to check a Sieve script before it is stored,
+//! and to compile the global scripts couchmail renders.
 //! The [`system`] module runs the one-shot tools around the daemons: package
 //! installation, the `vmail` user, `postfix check`, stopping daemons left by
 //! an unclean stop, and flushing Dovecot's auth cache.
@@ -27,9 +30,11 @@
 #![deny(missing_docs)]
 
 mod sievec;
+mod spam;
 pub mod system;
 
 pub use sievec::{SieveCheckError, Sievec};
+pub use spam::{SPAM_DEBIAN_PACKAGES, SpamassMilterOptions, SpamdOptions, spamass_milter_daemon, spamd_daemon};
 
 use std::ffi::OsString;
 use std::future::Future;

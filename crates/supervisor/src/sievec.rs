@@ -4,6 +4,13 @@
 //! authority on what is valid (DESIGN.md §3); a script it refuses is never
 //! stored. The script goes to `sievec` through a private temporary
 //! directory, never through argv.
+//!
+//! `sievec` compiles every script as a global one, with the extensions of
+//! `sieve_global_extensions` enabled; a user's script never gets those at
+//! delivery. [`Sievec::check`] therefore removes them (`-x`), so that a
+//! user's script that would run programs is refused when it is stored
+//! instead of failing at every delivery. [`Sievec::compile`] keeps them: it
+//! compiles couchmail's own global scripts.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -15,6 +22,10 @@ use tokio::process::Command;
 const SIEVEC_TIMEOUT: Duration = Duration::from_secs(10);
 /// The name the script has while `sievec` reads it; its messages start with it.
 const SCRIPT_STEM: &str = "script";
+/// Extensions only global scripts may use (render's `sieve_global_extensions`), removed when checking a user's.
+/// sievec warns about the ones whose plugin is not loaded and goes on.
+const GLOBAL_ONLY_EXTENSIONS: &str =
+    "-vnd.dovecot.filter -vnd.dovecot.pipe -vnd.dovecot.execute -vnd.dovecot.environment";
 
 /// Why a script was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +69,7 @@ impl Sievec {
         if let Some(config) = &self.config {
             cmd.arg("-c").arg(config);
         }
+        cmd.arg("-x").arg(GLOBAL_ONLY_EXTENSIONS);
         cmd.arg(&source).arg(&binary).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.kill_on_drop(true);
         let run = cmd.output();
@@ -80,6 +92,39 @@ impl Sievec {
             return Err(SieveCheckError::Unavailable(format!("sievec failed ({}) without saying why", output.status)));
         }
         Err(SieveCheckError::Invalid(messages))
+    }
+}
+
+impl Sievec {
+    /// Compiles a global script in place: `name.sieve` to `name.svbin` beside it, readable by everyone.
+    ///
+    /// Dovecot runs global scripts as the mail user, which cannot write the
+    /// binary next to root's files and would recompile the script at every
+    /// delivery, logging an error each time; `sievec` itself writes the
+    /// binary with mode 0600, which that user cannot read either.
+    pub async fn compile(&self, script: &Path) -> Result<(), SieveCheckError> {
+        let binary = script.with_extension("svbin");
+        let mut cmd = Command::new(&self.program);
+        if let Some(config) = &self.config {
+            cmd.arg("-c").arg(config);
+        }
+        cmd.arg(script).arg(&binary).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.kill_on_drop(true);
+        let output = match tokio::time::timeout(SIEVEC_TIMEOUT, cmd.output()).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(err)) => {
+                return Err(SieveCheckError::Unavailable(format!("cannot run {}: {err}", self.program.display())));
+            }
+            Err(_) => return Err(SieveCheckError::Unavailable(format!("sievec took longer than {SIEVEC_TIMEOUT:?}"))),
+        };
+        if !output.status.success() {
+            let text =
+                format!("{}{}", String::from_utf8_lossy(&output.stderr), String::from_utf8_lossy(&output.stdout));
+            return Err(SieveCheckError::Invalid(text.lines().map(str::to_owned).collect()));
+        }
+        tokio::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .await
+            .map_err(|err| SieveCheckError::Unavailable(format!("cannot make {} readable: {err}", binary.display())))
     }
 }
 

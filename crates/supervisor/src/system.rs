@@ -258,7 +258,13 @@ async fn disable_system_services(installed: &[String]) {
     if !Path::new("/run/systemd/system").is_dir() {
         return;
     }
-    for (package, unit) in [("postfix", "postfix.service"), ("dovecot-core", "dovecot.service")] {
+    let units = [
+        ("postfix", "postfix.service"),
+        ("dovecot-core", "dovecot.service"),
+        ("spamd", "spamd.service"),
+        ("spamass-milter", "spamass-milter.service"),
+    ];
+    for (package, unit) in units {
         if !installed.iter().any(|name| name == package) {
             continue;
         }
@@ -414,6 +420,54 @@ pub async fn fully_qualified_hostname() -> String {
     }
 }
 
+/// The message counts of one user's bayes database, as `sa-learn --dump magic` reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BayesCounts {
+    /// Messages learned as spam (`nspam`).
+    pub spam: u64,
+    /// Messages learned as ham (`nham`).
+    pub ham: u64,
+    /// Tokens in the database (`ntokens`).
+    pub tokens: u64,
+}
+
+/// The counters of the bayes database in `user_dir` (one user's directory below spamd's
+/// `--virtual-config-dir`), read with `sa-learn --dump magic` as `user`, the account spamd's children run as,
+/// so that nothing sa-learn touches changes owner. A user who never trained has no database: all zero.
+pub async fn bayes_counts(site_config_dir: &Path, user_dir: &Path, user: &str) -> Result<BayesCounts, SystemError> {
+    if !user_dir.join("bayes_toks").exists() {
+        return Ok(BayesCounts::default());
+    }
+    let mut site_config = std::ffi::OsString::from("--siteconfigpath=");
+    site_config.push(site_config_dir);
+    let mut dbpath = std::ffi::OsString::from("--dbpath=");
+    dbpath.push(user_dir);
+    let sa_learn = find_program("sa-learn");
+    let dump = Tool::new(format!("reading the bayes counters in {}", user_dir.display()), "setpriv")
+        .args([format!("--reuid={user}"), format!("--regid={user}"), "--init-groups".to_owned(), "--".to_owned()])
+        .args([sa_learn.as_os_str(), &site_config, &dbpath, OsStr::new("--dump"), OsStr::new("magic")])
+        .run()
+        .await?;
+    Ok(parse_magic(&dump))
+}
+
+/// Reads the `nspam`, `nham` and `ntokens` lines of `sa-learn --dump magic`
+/// (`0.000 0 12 0 non-token data: nspam`: the third column is the value).
+fn parse_magic(dump: &str) -> BayesCounts {
+    let mut counts = BayesCounts::default();
+    for line in dump.lines() {
+        let Some((columns, name)) = line.split_once("non-token data: ") else { continue };
+        let Some(value) = columns.split_whitespace().nth(2).and_then(|value| value.parse().ok()) else { continue };
+        match name.trim() {
+            "nspam" => counts.spam = value,
+            "nham" => counts.ham = value,
+            "ntokens" => counts.tokens = value,
+            _ => {}
+        }
+    }
+    counts
+}
+
 /// `postfix -c DIR check`: checks the configuration and the ownership of the
 /// queue, and creates the queue's missing subdirectories.
 pub async fn postfix_check(config_dir: &Path) -> Result<(), SystemError> {
@@ -524,6 +578,16 @@ fn process_alive(pid: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn magic_counters_are_the_third_column() {
+        let dump = "0.000          0          3          0  non-token data: bayes db version\n\
+                    0.000          0         12          0  non-token data: nspam\n\
+                    0.000          0          4          0  non-token data: nham\n\
+                    0.000          0        280          0  non-token data: ntokens\n";
+        assert_eq!(parse_magic(dump), BayesCounts { spam: 12, ham: 4, tokens: 280 });
+        assert_eq!(parse_magic("garbage\n"), BayesCounts::default());
+    }
 
     #[test]
     fn installed_status_is_the_last_word() {

@@ -170,3 +170,46 @@ async fn sievec_accepts_valid_and_names_the_line_of_invalid_scripts() {
         matches!(missing.check("keep;").await, Err(SieveCheckError::Unavailable(m)) if m.contains("dovecot-sieve"))
     );
 }
+
+/// A Dovecot configuration that lets global scripts run filter programs, as render's does with spam on.
+fn extprograms_config(dir: &Path) -> std::path::PathBuf {
+    let config = dir.join("dovecot.conf");
+    let text = format!(
+        "mail_location = maildir:~/Maildir\nplugin {{\n  sieve_plugins = sieve_extprograms\n  \
+         sieve_global_extensions = +vnd.dovecot.filter +vnd.dovecot.pipe +vnd.dovecot.environment\n  \
+         sieve_filter_bin_dir = {}\n}}\n",
+        dir.display()
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+#[tokio::test]
+async fn sievec_refuses_global_only_extensions_in_a_user_script() {
+    use couchmail_supervisor::{SieveCheckError, Sievec};
+    let dir = tempfile::tempdir().unwrap();
+    let sievec = Sievec { program: "/usr/bin/sievec".into(), config: Some(extprograms_config(dir.path())) };
+    let script = "require [\"vnd.dovecot.filter\"];\nfilter \"anything\";\n";
+    match sievec.check(script).await {
+        Err(SieveCheckError::Invalid(messages)) => {
+            assert!(messages.iter().any(|m| m.contains("vnd.dovecot.filter")), "{messages:?}")
+        }
+        other => panic!("a user's script must not run programs, got {other:?}"),
+    }
+    sievec.check("require [\"fileinto\"];\nfileinto \"Lists\";\n").await.unwrap();
+}
+
+#[tokio::test]
+async fn sievec_compiles_a_global_script_readable_by_the_mail_user() {
+    use couchmail_supervisor::{SieveCheckError, Sievec};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let sievec = Sievec { program: "/usr/bin/sievec".into(), config: Some(extprograms_config(dir.path())) };
+    let script = dir.path().join("filter.sieve");
+    std::fs::write(&script, "require [\"vnd.dovecot.filter\"];\nif filter \"spamc\" { keep; }\n").unwrap();
+    sievec.compile(&script).await.unwrap();
+    let binary = std::fs::metadata(dir.path().join("filter.svbin")).unwrap();
+    assert_eq!(binary.permissions().mode() & 0o777, 0o644);
+    std::fs::write(&script, "require [\"vnd.dovecot.filter\"];\nfilter \"spamc\"\nkeep;\n").unwrap();
+    assert!(matches!(sievec.compile(&script).await, Err(SieveCheckError::Invalid(_))));
+}
