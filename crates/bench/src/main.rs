@@ -11,15 +11,23 @@
 //!   buffers its output until it exits).
 //! - `dovecot-auth-client`: logins and passdb lookups straight over Dovecot's auth sockets, timed one by one,
 //!   without a `doveadm` process per request.
+//! - `follow`: the index follower and socketmap server of `couchmail up` over a real store (SQLite or CouchDB),
+//!   timing the start-up build (issue #4).
+//! - `write-latency`: creates mailboxes one at a time through a store and times each until that socketmap answers
+//!   it (issue #4).
 //!
-//! The driver needs root (it runs PostgreSQL as `postgres` and a private Dovecot) and the Debian packages
-//! postfix, postfix-lmdb, postfix-pgsql, postgresql, dovecot-core and dovecot-auth-lua.
+//! The driver needs root (it runs PostgreSQL as `postgres` and a private Dovecot), the Debian packages
+//! postfix, postfix-lmdb, postfix-pgsql, postgresql, dovecot-core and dovecot-auth-lua, and pouchdb-server (the
+//! stand-in for CouchDB that `cargo xtask packages` installs).
 
 mod dovecot_auth_client;
+mod follow;
 mod population;
 mod run;
 mod serve;
 mod socketmap_client;
+mod store;
+mod write_latency;
 
 use std::path::PathBuf;
 
@@ -43,6 +51,12 @@ enum Command {
     SocketmapClient(socketmap_client::Options),
     /// Logs in or looks users up over Dovecot's auth sockets and prints throughput and percentiles as JSON.
     DovecotAuthClient(dovecot_auth_client::Options),
+    /// Follows a store's changes feed into an index, as `couchmail up` does, and serves the socketmap from it
+    /// until stdin closes; prints the start-up build's figures as JSON once the index is ready.
+    Follow(follow::Options),
+    /// Creates mailboxes one at a time through a store and times each until the socketmap answers it; prints
+    /// percentiles as JSON.
+    WriteLatency(write_latency::Options),
 }
 
 fn main() -> Result<()> {
@@ -52,6 +66,8 @@ fn main() -> Result<()> {
         Command::Serve(options) => serve::main(&options),
         Command::SocketmapClient(options) => socketmap_client::main(&options),
         Command::DovecotAuthClient(options) => dovecot_auth_client::main(&options),
+        Command::Follow(options) => follow::main(&options),
+        Command::WriteLatency(options) => write_latency::main(&options),
     }
 }
 

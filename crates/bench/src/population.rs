@@ -4,9 +4,12 @@
 //! `n_mailboxes` mailboxes spread over one domain per hundred mailboxes, each with the same argon2id hash (one real
 //! hash, made once: hashing a hundred thousand times would take an hour and change nothing that is measured, since
 //! every login verifies its hash again anyway).
+//! The stores of issue #4's benchmark hold more ([`Population::store_documents`]): the same aliases, catch-alls and
+//! alias domains as issue #2's index benchmark (crates/index/examples/index_bench.rs), so that the two builds read
+//! the same kind of store.
 
 use anyhow::{Context, Result};
-use couchmail_model::{Address, Document, Domain, DomainName, Mailbox, PasswordHash};
+use couchmail_model::{Address, Alias, AliasKey, Document, Domain, DomainAlias, DomainName, Mailbox, PasswordHash};
 
 /// The password of every mailbox.
 pub const PASSWORD: &str = "benchmark password";
@@ -58,6 +61,41 @@ impl Population {
                 roles: Vec::new(),
                 sieve_active: None,
             }));
+        }
+        Ok(documents)
+    }
+
+    /// What issue #4's stores hold, in the order issue #2's index benchmark writes it: every domain, an alias
+    /// domain and a catch-all for one domain in ten, every mailbox (as [`Population::documents`] makes them), then
+    /// as many aliases as mailboxes, one in ten with two targets.
+    pub fn store_documents(&self, hash: &PasswordHash) -> Result<Vec<Document>> {
+        let n_domains = self.n_domains();
+        let n_tenth = n_domains.div_ceil(10);
+        let mut documents = self.documents(hash)?;
+        documents.reserve(2 * n_tenth + self.n_mailboxes);
+        let mut extras = Vec::with_capacity(2 * n_tenth);
+        for tenth_idx in 0..n_tenth {
+            let name: DomainName = format!("alias{tenth_idx}.example").parse().context("a generated alias domain")?;
+            let target: DomainName = self.domain_name(tenth_idx * 10).parse().context("a generated domain name")?;
+            extras.push(Document::DomainAlias(DomainAlias { name, target }));
+        }
+        for tenth_idx in 0..n_tenth {
+            let key = AliasKey::parse(&format!("@{}", self.domain_name(tenth_idx * 10))).context("a catch-all")?;
+            let target: Address = self.address(tenth_idx * 10).parse().context("a generated address")?;
+            extras.push(Document::Alias(Alias { key, targets: vec![target], active: true }));
+        }
+        // Domains first, then alias domains and catch-alls, then mailboxes: the order the index benchmark writes.
+        documents.splice(n_domains..n_domains, extras);
+        for alias_idx in 0..self.n_mailboxes {
+            let user_idx = alias_idx % self.n_mailboxes;
+            let key = AliasKey::parse(&format!("alias{alias_idx}@{}", self.domain_name(user_idx % n_domains)))
+                .context("a generated alias")?;
+            let mut targets: Vec<Address> = vec![self.address(user_idx).parse().context("a generated address")?];
+            let second_idx = (user_idx + n_domains) % self.n_mailboxes;
+            if alias_idx.is_multiple_of(10) && second_idx != user_idx {
+                targets.push(self.address(second_idx).parse().context("a generated address")?);
+            }
+            documents.push(Document::Alias(Alias { key, targets, active: true }));
         }
         Ok(documents)
     }
@@ -131,5 +169,31 @@ mod tests {
         assert_eq!(documents.len(), 3 + 250);
         assert_eq!(documents[3].id(), "mailbox:user0@d0.example");
         assert_eq!(documents[4].id(), "mailbox:user1@d1.example");
+    }
+
+    #[test]
+    fn store_documents_add_alias_domains_catch_alls_and_an_alias_per_mailbox() {
+        let hash = PasswordHash::parse(
+            "{ARGON2ID}$argon2id$v=19$m=1024,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$avUvXNtnn/GNZVscoS8F6XVDSn5QnlrimsKMNNw4iI8",
+        )
+        .unwrap();
+        let population = Population::new(2500);
+        let documents = population.store_documents(&hash).unwrap();
+        // 25 domains, 3 alias domains, 3 catch-alls, 2500 mailboxes, 2500 aliases.
+        assert_eq!(documents.len(), 25 + 3 + 3 + 2500 + 2500);
+        assert_eq!(documents[25].id(), "domain-alias:alias0.example");
+        assert_eq!(documents[28].id(), "alias:@d0.example");
+        assert_eq!(documents[31].id(), "mailbox:user0@d0.example");
+        let Document::Alias(first) = &documents[31 + 2500] else { panic!("{:?}", documents[31 + 2500]) };
+        assert_eq!(first.key.to_string(), "alias0@d0.example");
+        assert_eq!(first.targets.len(), 2);
+        let Document::Alias(second) = &documents[31 + 2501] else { panic!("{:?}", documents[31 + 2501]) };
+        assert_eq!(second.targets.iter().map(ToString::to_string).collect::<Vec<_>>(), ["user1@d1.example"]);
+        let ids: HashSet<String> = documents.iter().map(Document::id).collect();
+        assert_eq!(ids.len(), documents.len());
+        let index = couchmail_index::Snapshot::from_documents(documents);
+        let counts = index.counts();
+        assert_eq!((counts.domains, counts.alias_domains, counts.mailboxes, counts.aliases), (25, 3, 2500, 2503));
+        assert_eq!(counts.invalid_documents, 0);
     }
 }

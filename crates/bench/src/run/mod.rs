@@ -1,17 +1,20 @@
-//! `couchmail-bench all`: every benchmark of issues #2 and #3, each beside its alternative, in one run; then the
-//! report (docs/benchmarks.md).
+//! `couchmail-bench all`: every benchmark of issues #2, #3 and #4, each beside its alternative, in one run; then
+//! the report (docs/benchmarks.md).
 //!
-//! Order: the index builds (one process per size), propagation, then one `serve` process that answers the
-//! socketmap lookups (against LMDB and PostgreSQL) and the Dovecot logins (against a passwd-file).
+//! Order: the index builds (one process per size), propagation, then the CouchDB runs beside SQLite (a `follow`
+//! process and a `write-latency` client per store), then one `serve` process that answers the socketmap lookups
+//! (against LMDB and PostgreSQL) and the Dovecot logins (against a passwd-file).
 //! Daemons are started privately (scratch directories, unix sockets, loopback) and stopped at the end, also when
 //! a step fails.
 
 mod auth;
+mod couchdb;
 mod index;
 mod lookups;
 mod machine;
 mod postgres;
-mod process;
+mod pouchdb;
+pub(crate) mod process;
 mod report;
 
 use std::collections::hash_map::RandomState;
@@ -46,6 +49,9 @@ pub struct Options {
     /// How the run was started, for the report.
     #[arg(long, default_value = "cargo xtask bench")]
     command: String,
+    /// The pouchdb-server that stands in for CouchDB.
+    #[arg(long, default_value = pouchdb::DEFAULT_BINARY)]
+    pouchdb_server: PathBuf,
 }
 
 /// The sizes of one run.
@@ -59,6 +65,10 @@ pub struct Sizes {
     pub logins: usize,
     pub auth_lookups: usize,
     pub socket_auth_lookups: usize,
+    /// Mailboxes (and as many aliases) in the stores of issue #4's runs.
+    pub couch_mailboxes: usize,
+    /// Mailboxes created one at a time and timed until the socketmap answers them, per store.
+    pub couch_samples: usize,
 }
 
 impl Sizes {
@@ -72,6 +82,8 @@ impl Sizes {
             logins: 200,
             auth_lookups: 1000,
             socket_auth_lookups: 10_000,
+            couch_mailboxes: 100_000,
+            couch_samples: 500,
         }
     }
 
@@ -85,6 +97,8 @@ impl Sizes {
             logins: 20,
             auth_lookups: 100,
             socket_auth_lookups: 1000,
+            couch_mailboxes: 2_000,
+            couch_samples: 50,
         }
     }
 }
@@ -148,6 +162,15 @@ pub fn all(options: &Options) -> Result<()> {
     std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).context("protect the secret")?;
 
     let bench_exe = std::env::current_exe().context("find couchmail-bench itself")?;
+    let couch_results = couchdb::run(&couchdb::Setup {
+        bench_exe: &bench_exe,
+        scratch: &scratch,
+        hash_file: &hash_file,
+        pouchdb_binary: &options.pouchdb_server,
+        n_mailboxes: sizes.couch_mailboxes,
+        samples: sizes.couch_samples,
+    })?;
+
     let socketmap = scratch.join("socketmap");
     let mut serve_command = Command::new(&bench_exe);
     serve_command
@@ -208,6 +231,7 @@ pub fn all(options: &Options) -> Result<()> {
         hash_len: hash.as_str().len(),
         lookups: lookup_results,
         auth: auth_results,
+        couch: couch_results,
     };
     let markdown = report.to_markdown();
     match &options.out {
@@ -220,15 +244,15 @@ pub fn all(options: &Options) -> Result<()> {
     Ok(())
 }
 
-/// Reads the JSON line `serve` prints once it listens.
-fn read_ready_line(serve: &mut ChildGuard) -> Result<Value> {
-    let stdout = serve.child.stdout.take().context("serve has no stdout")?;
+/// Reads the JSON line `serve` (or `follow`) prints once it is ready.
+fn read_ready_line(server: &mut ChildGuard) -> Result<Value> {
+    let stdout = server.child.stdout.take().context("the server has no stdout")?;
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).context("read serve's ready line")?;
+    BufReader::new(stdout).read_line(&mut line).context("read the server's ready line")?;
     if line.trim().is_empty() {
-        bail!("couchmail-bench serve ended before it was ready");
+        bail!("the couchmail-bench server process ended before it was ready (its errors are above)");
     }
-    serde_json::from_str(line.trim()).with_context(|| format!("serve printed `{line}`"))
+    serde_json::from_str(line.trim()).with_context(|| format!("the server printed `{line}`"))
 }
 
 /// 128 random bits as hex, from the standard library's randomly seeded hasher: a bearer secret for an endpoint

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::Sizes;
 use super::auth::{AuthResults, AuthRun, Operation, Passdb, Via};
+use super::couchdb::{CouchResults, StoreRun};
 use super::index::IndexResults;
 use super::lookups::{Backend, LookupResults, Placement};
 
@@ -26,6 +27,7 @@ pub struct Report {
     pub hash_len: usize,
     pub lookups: LookupResults,
     pub auth: AuthResults,
+    pub couch: CouchResults,
 }
 
 impl Report {
@@ -33,6 +35,7 @@ impl Report {
         let mut out = String::new();
         self.header(&mut out);
         self.index_section(&mut out);
+        self.couch_section(&mut out);
         self.lookups_section(&mut out);
         self.auth_section(&mut out);
         self.commands_section(&mut out);
@@ -80,7 +83,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "Stores, maps and daemons live in scratch directories under /dev/shm (memory), so that the disk is not what is measured; PostgreSQL and Dovecot are private instances on unix sockets, stopped at the end."
+            "Stores, maps and daemons live in scratch directories under /dev/shm (memory), so that the disk is not what is measured; PostgreSQL, Dovecot and pouchdb-server are private instances on unix sockets or loopback ports, stopped at the end."
         );
     }
 
@@ -207,6 +210,155 @@ impl Report {
             let _ = writeln!(
                 out,
                 "\nIssue #2 names no alternative to compare these with; issue #3's end-to-end tests require a change to take effect within one second."
+            );
+        }
+    }
+
+    fn couch_section(&self, out: &mut String) {
+        let couch = &self.couch;
+        let _ = writeln!(out, "\n## CouchDB against SQLite: start-up build and write → socketmap answer (issue #4)\n");
+        let _ = writeln!(
+            out,
+            "**CouchDB here is pouchdb-server {}, a CouchDB-compatible server in Node.js over LevelDB, standing in for Apache CouchDB, which cannot be installed on this machine.** Absolute CouchDB figures will differ (CouchDB is another server, in Erlang, with its own storage engine); what carries over is the shape: couchmail talking to a store over CouchDB's HTTP API and following its `_changes` feed, against SQLite in the same process.",
+            couch.pouchdb_version
+        );
+        let _ = writeln!(
+            out,
+            "pouchdb-server runs on a loopback port with its databases on disk under /dev/shm, and couchmail's `CouchStore` asks it directly (`CouchStore::connect(CouchConfig::new(URL, \"couchmail\"))`, no proxy, no credentials, no validation function installed)."
+        );
+        let _ = writeln!(
+            out,
+            "Both stores hold the same population as issue #2's index benchmark: {} mailboxes over {} domains, as many aliases (one in ten with two targets), a catch-all and an alias domain for one domain in ten, {} documents in all.",
+            count(couch.n_mailboxes as f64),
+            count(couch.n_mailboxes.div_ceil(100) as f64),
+            count(couch.n_documents as f64),
+        );
+        let _ = writeln!(
+            out,
+            "Filling is setup, timed for scale only: the SQLite store takes one `put` per document from four concurrent writers, pouchdb-server takes `_bulk_docs` requests of a thousand documents."
+        );
+        let _ = writeln!(
+            out,
+            "Then, for each store in turn, `couchmail-bench follow` runs in a process of its own what `couchmail up` runs: the socketmap server (`couchmail_lookup::Maps`) and the follower (`couchmail_index::follow`, default settings: batches of 1,000 changes, then long-polls of up to 30 s)."
+        );
+
+        let _ = writeln!(out, "\n### Start-up index build\n");
+        let _ = writeln!(
+            out,
+            "From the follower's start to a ready index (the feed read from the beginning), in the `follow` process; resident memory is that process's, before the follower starts and once the index is ready, and the store server's CPU is pouchdb-server's over the same span.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| Store | Mailboxes + aliases | Documents | Fill store (s) | Store size (MiB) | Build index (s) | Documents/s | RSS before build (MiB) | RSS after build (MiB) | Peak RSS (MiB) | follow CPU (s) | Store server CPU (s) |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for run in &couch.runs {
+            let ready = &run.ready;
+            let _ = writeln!(
+                out,
+                "| {} | {} + {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                run.backend,
+                count(number(ready, "mailboxes")),
+                count(number(ready, "aliases")),
+                count(number(ready, "documents")),
+                fixed(run.fill_s, 1),
+                fixed(run.store_bytes as f64 / (1024.0 * 1024.0), 1),
+                fixed(number(ready, "build_ms") / 1000.0, 2),
+                count(number(ready, "build_docs_per_s")),
+                fixed(number(ready, "rss_before_build_kib") / 1024.0, 1),
+                fixed(number(ready, "rss_after_build_kib") / 1024.0, 1),
+                fixed(number(ready, "hwm_after_build_kib") / 1024.0, 1),
+                fixed(number(ready, "build_cpu_s"), 2),
+                run.server_build_cpu_s.map_or("—".to_owned(), |cpu_s| fixed(cpu_s, 2)),
+            );
+        }
+        let _ = writeln!(out);
+        let sqlite = couch.runs.iter().find(|run| !run.is_couch);
+        let couchdb = couch.runs.iter().find(|run| run.is_couch);
+        if let (Some(sqlite), Some(couchdb)) = (sqlite, couchdb) {
+            let build_s = |run: &StoreRun| number(&run.ready, "build_ms") / 1000.0;
+            let _ = writeln!(
+                out,
+                "Over CouchDB (pouchdb-server), the index of {} documents is ready {} s after the follower starts, {}× SQLite's {} s; the follower reads the feed a thousand changes at a time with their documents (`_changes?include_docs=true&limit=1000`), so the time goes to the server producing those pages ({} s of pouchdb-server's CPU) and to moving and parsing the JSON ({} s of the follow process's CPU, against {} s over SQLite).",
+                count(number(&couchdb.ready, "documents")),
+                fixed(build_s(couchdb), 1),
+                fixed(build_s(couchdb) / build_s(sqlite), 1),
+                fixed(build_s(sqlite), 2),
+                couchdb.server_build_cpu_s.map_or("—".to_owned(), |cpu_s| fixed(cpu_s, 1)),
+                fixed(number(&couchdb.ready, "build_cpu_s"), 1),
+                fixed(number(&sqlite.ready, "build_cpu_s"), 1),
+            );
+            let _ = writeln!(
+                out,
+                "The index itself is the same either way: the follow process holds {} MiB once ready over CouchDB and {} MiB over SQLite (peaks {} and {} MiB).",
+                fixed(number(&couchdb.ready, "rss_after_build_kib") / 1024.0, 0),
+                fixed(number(&sqlite.ready, "rss_after_build_kib") / 1024.0, 0),
+                fixed(number(&couchdb.ready, "hwm_after_build_kib") / 1024.0, 0),
+                fixed(number(&sqlite.ready, "hwm_after_build_kib") / 1024.0, 0),
+            );
+            if let Some(rss_kib) = couchdb.server_rss_kib {
+                let _ = writeln!(
+                    out,
+                    "pouchdb-server itself held {} MiB resident once filled.",
+                    fixed(rss_kib as f64 / 1024.0, 0)
+                );
+            }
+        }
+
+        let _ = writeln!(out, "\n### Write → socketmap answer\n");
+        let _ = writeln!(
+            out,
+            "With `follow` running and its index ready, `couchmail-bench write-latency` creates {} new mailboxes (after {} untimed), one at a time through the store's `put` (as the API and CLI write), and after each asks `follow`'s socketmap for the new address over one connection, as Postfix would, until it is found.",
+            count(couch.samples as f64),
+            20,
+        );
+        let poll_us = couch.runs.first().map_or(f64::NAN, |run| number(&run.latency, "poll_us"));
+        let gap_ms = couch.runs.first().map_or(f64::NAN, |run| number(&run.latency, "gap_ms"));
+        let _ = writeln!(
+            out,
+            "The socketmap cannot push an answer, so the client asks again every {} ms until found: each figure is late by up to that plus one round trip (about 0.05 ms). Each write starts {} ms after the previous address was found, so that it meets a follower waiting on the feed. \"Write\" starts before the store's `put`; \"commit\" once `put` has returned.\n",
+            fixed(poll_us / 1000.0, 1),
+            fixed(gap_ms, 0),
+        );
+        let _ = writeln!(
+            out,
+            "| Store | Samples | write → answer p50 (ms) | p99 (ms) | max (ms) | commit → answer p50 (ms) | p99 (ms) | `put` p50 (ms) | `put` p99 (ms) | Lookups per sample |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for run in &couch.runs {
+            let latency = &run.latency;
+            let ms = |key: &str, at: &str| fixed(latency[key][at].as_f64().unwrap_or(f64::NAN) / 1000.0, 2);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                run.backend,
+                count(number(latency, "samples")),
+                ms("write_to_answer_us", "p50"),
+                ms("write_to_answer_us", "p99"),
+                ms("write_to_answer_us", "max"),
+                ms("commit_to_answer_us", "p50"),
+                ms("commit_to_answer_us", "p99"),
+                ms("put_us", "p50"),
+                ms("put_us", "p99"),
+                fixed(number(latency, "lookups_per_sample"), 1),
+            );
+        }
+        let _ = writeln!(out);
+        if let (Some(sqlite), Some(couchdb)) = (sqlite, couchdb) {
+            let p = |run: &StoreRun, key: &str, at: &str| run.latency[key][at].as_f64().unwrap_or(f64::NAN) / 1000.0;
+            let _ = writeln!(
+                out,
+                "A mailbox created over CouchDB (pouchdb-server) is answered by the socketmap {} ms after its write starts (p50; p99 {} ms), against {} ms (p99 {} ms) over SQLite: {} ms of it is the `put` itself, an HTTP request that returns once the server has stored the revision, and {} ms the way from there to the answer: the server answering the follower's waiting long-poll, the follower applying the change and publishing a snapshot, and the next lookup.",
+                fixed(p(couchdb, "write_to_answer_us", "p50"), 2),
+                fixed(p(couchdb, "write_to_answer_us", "p99"), 2),
+                fixed(p(sqlite, "write_to_answer_us", "p50"), 2),
+                fixed(p(sqlite, "write_to_answer_us", "p99"), 2),
+                fixed(p(couchdb, "put_us", "p50"), 2),
+                fixed(p(couchdb, "commit_to_answer_us", "p50"), 2),
+            );
+            let _ = writeln!(
+                out,
+                "Both are far inside issue #4's two seconds for a mailbox to reach the other site's socketmap (replication between sites, not measured here, comes on top) and issue #3's one second for a change to take effect."
             );
         }
     }
@@ -531,6 +683,9 @@ impl Report {
         );
         let _ = writeln!(out, "```sh");
         for command in &self.index.commands {
+            let _ = writeln!(out, "{command}");
+        }
+        for command in &self.couch.commands {
             let _ = writeln!(out, "{command}");
         }
         let _ = writeln!(out, "{}", self.serve_command);
