@@ -11,8 +11,9 @@
 //! spamd keeps per-user state below [`Spam::user_dir_root`] as `<domain>/<local part>` (`--virtual-config-dir`).
 //! spamd replaces every character outside `A-Za-z0-9-+_.,@=` in a user name by `_`, which would give `a!b@x` and
 //! `a#b@x` one directory and one bayes database. The wrappers therefore pass an encoded name ([`spamd_user_name`]):
-//! a part made only of `a-z0-9.+-` stays as it is, any other part becomes `=` and the hex of its bytes. Plain
-//! parts never contain `=`, so the encoding is one-to-one and spamd never needs to replace anything.
+//! a part made only of `a-z0-9.+-` and not starting with a dot stays as it is, any other part becomes `=` and the
+//! hex of its bytes. Plain parts never contain `=`, so the encoding is one-to-one, spamd never needs to replace
+//! anything, and no part is ever `.` or `..`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -188,8 +189,8 @@ impl FromStr for SpamScore {
 }
 
 /// The user name the wrappers pass to spamd for `address` (see the module documentation): each part of
-/// `local@domain` stays when it is made of `a-z0-9.+-` only, and becomes `=` and the lower-case hex of its bytes
-/// otherwise.
+/// `local@domain` stays when it is made of `a-z0-9.+-` only and does not start with a dot, and becomes `=` and the
+/// lower-case hex of its bytes otherwise.
 pub fn spamd_user_name(address: &str) -> String {
     let (local, domain) = address.rsplit_once('@').unwrap_or((address, ""));
     format!("{}@{}", encode_part(local), encode_part(domain))
@@ -202,7 +203,8 @@ pub fn user_dir(root: &Path, address: &str) -> PathBuf {
 }
 
 fn encode_part(part: &str) -> String {
-    if !part.is_empty() && part.bytes().all(is_plain_byte) {
+    // A part starting with a dot is never plain, so that no part is `.` or `..` and none is a hidden directory.
+    if !part.is_empty() && !part.starts_with('.') && part.bytes().all(is_plain_byte) {
         return part.to_owned();
     }
     let mut encoded = String::with_capacity(1 + 2 * part.len());
@@ -230,10 +232,10 @@ pub fn user_prefs(required_score: SpamScore) -> String {
 /// The shell function both wrappers use to turn an address into spamd's user name; [`spamd_user_name`] is
 /// its twin in Rust, and a test holds the two to the same answers.
 const SHELL_ENCODE: &str = r#"# spamd replaces characters outside A-Za-z0-9-+_.,@= with "_", which could give two users one directory:
-# a part of the address made of a-z0-9.+- only stays, any other becomes "=" and the hex of its bytes.
+# a part of the address made of a-z0-9.+- only and not starting with "." stays, any other becomes "=" and the hex.
 encode() {
   case $1 in
-    '' | *[!abcdefghijklmnopqrstuvwxyz0123456789.+-]*)
+    '' | .* | *[!abcdefghijklmnopqrstuvwxyz0123456789.+-]*)
       printf '=%s' "$(printf '%s' "$1" | od -An -v -tx1 | tr -d ' \n')" ;;
     *) printf '%s' "$1" ;;
   esac
@@ -474,6 +476,7 @@ mod tests {
         assert_ne!(spamd_user_name("a!b@example.com"), spamd_user_name("a#b@example.com"));
         assert_eq!(user_dir(Path::new("/d"), "a/b@example.com"), Path::new("/d/example.com/=612f62"));
         assert_eq!(spamd_user_name("smtp@"), SMTP_SCAN_USER);
+        assert_eq!(user_dir(Path::new("/d"), "..@.."), Path::new("/d/=2e2e/=2e2e"));
         assert_eq!(user_dir(Path::new("/d"), "smtp@"), Path::new("/d/=/smtp"));
     }
 

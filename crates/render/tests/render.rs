@@ -718,7 +718,9 @@ fn wrappers_pass_the_same_user_name_as_spamd_user_name() {
     let filter = config_dir.join(couchmail_render::SPAM_FILTER_PROGRAM);
     let learn = config_dir.join(couchmail_render::SPAM_LEARN_PROGRAM);
 
-    for address in ["alice@example.com", "a!b@example.com", "a#b@example.com", "o'brien@example.com", "a/b@x.example"] {
+    for address in
+        ["alice@example.com", "a!b@example.com", "a#b@example.com", "o'brien@example.com", "a/b@x.example", ".x@.."]
+    {
         let expected_user = couchmail_render::spamd_user_name(address);
         let (status, output) = run_wrapper(&filter, &[address], "Subject: x\n\nbody\n");
         assert_eq!(status, 0, "{address}: {output}");
