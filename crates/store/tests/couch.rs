@@ -8,6 +8,7 @@ mod couch {
     pub mod bootstrap;
     pub mod conflicts;
     pub mod heartbeat;
+    pub mod https;
     pub mod validation;
 }
 

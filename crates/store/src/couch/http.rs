@@ -135,7 +135,22 @@ impl CouchStore {
     /// The error for a request that got no answer: the server is down, unreachable, or its
     /// certificate is not trusted.
     pub(super) fn unavailable(&self, action: &str, error: reqwest::Error) -> Error {
-        Error::new(ErrorKind::Unavailable, format!("cannot {action} at {}", self.description)).with_source(error)
+        // reqwest's own message only names the URL; the innermost cause says what went wrong
+        // (refused, timed out, an untrusted certificate).
+        let mut root_cause = None;
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            root_cause = Some(cause.to_string());
+            source = cause.source();
+        }
+        let detail = root_cause.map(|cause| format!(" ({cause})")).unwrap_or_default();
+        let advice = if detail.to_lowercase().contains("certificate") {
+            " — if a private authority issued the server's certificate, give its PEM as the CouchDB CA file"
+        } else {
+            ""
+        };
+        Error::new(ErrorKind::Unavailable, format!("cannot {action} at {}{detail}{advice}", self.description))
+            .with_source(error)
     }
 
     pub(super) async fn json(&self, response: reqwest::Response, action: &str) -> Result<Value> {
