@@ -14,6 +14,13 @@
 //! Until the feed has been drained once the snapshot is not ready, and the
 //! daemons answer with a temporary failure (DESIGN.md §1).
 //!
+//! A restart need not read the whole feed again: with [`FollowConfig::checkpoint`]
+//! set (conventionally `<data_dir>/`[`CHECKPOINT_FILE_NAME`]), the follower saves the
+//! ready snapshot, its last sequence and the store's identity to that file, and the next
+//! start fills the index from it and resumes the feed from that sequence. A checkpoint
+//! that cannot be trusted is discarded and the index rebuilt; [`Index::health`] shows the
+//! last checkpoint saved and any failure to save one.
+//!
 //! A document that fails validation (someone wrote to the store directly)
 //! is skipped and logged; its last valid version stays in the index, so a
 //! bad edit cannot take a working mailbox away.
