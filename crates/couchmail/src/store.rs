@@ -17,7 +17,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use couchmail_store::{CouchConfig, CouchCredentials, CouchSetup, CouchStore, ErrorKind, SqliteStore, Store};
+use couchmail_model::couchdb;
+use couchmail_store::{
+    CouchConfig, CouchCredentials, CouchSetup, CouchStore, ErrorKind, MangoIndex, SqliteStore, Store,
+};
 
 use crate::config::{Config, CouchDbSettings, PasswordSource, StoreUrl};
 use crate::exit::{Exit, Failure};
@@ -122,7 +125,8 @@ async fn open_couchdb(
 /// What bootstrap installs in a CouchDB database: the model's validation
 /// function and indexes, and the configured user as the only member.
 fn couch_setup(members: Vec<String>) -> CouchSetup {
-    CouchSetup { validate_doc_update: None, indexes: Vec::new(), members }
+    let indexes = couchdb::mango_indexes().into_iter().map(|(name, fields)| MangoIndex { name, fields }).collect();
+    CouchSetup { validate_doc_update: Some(couchdb::VALIDATE_DOC_UPDATE.to_owned()), indexes, members }
 }
 
 /// The password from its source. A file must be readable by its owner only,
@@ -223,5 +227,13 @@ mod tests {
         assert_eq!(exit, Exit::Unavailable);
         assert!(hint.unwrap().contains(&format!("127.0.0.1:{port}")));
         assert!(!format!("{err:#}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_couchdb_setup_is_the_models() {
+        let setup = couch_setup(vec!["cm".to_owned()]);
+        assert_eq!(setup.validate_doc_update.as_deref(), Some(couchdb::VALIDATE_DOC_UPDATE));
+        assert!(setup.indexes.iter().any(|index| index.fields == ["type"]), "{:?}", setup.indexes);
+        assert_eq!(setup.members, ["cm"]);
     }
 }
