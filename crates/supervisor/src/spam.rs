@@ -42,21 +42,27 @@ pub struct SpamdOptions {
     pub max_children: u32,
     /// Where spamd's log goes (it logs to standard error).
     pub log_file: PathBuf,
+    /// Where spamd writes its pid, so that a run that died without stopping it can find it
+    /// ([`Leftover::Spamd`](crate::system::Leftover::Spamd)).
+    pub pid_file: PathBuf,
 }
 
 impl SpamdOptions {
-    /// Options with Debian's program path; the caller fills in the layout.
+    /// Options with Debian's program path, the `vmail` account and two children; the pid file is `spamd.pid`
+    /// beside the socket.
     pub fn new(
         site_config_dir: impl Into<PathBuf>,
         user_dir_root: impl Into<PathBuf>,
         socket: impl Into<PathBuf>,
         log_file: impl Into<PathBuf>,
     ) -> SpamdOptions {
+        let socket = socket.into();
         SpamdOptions {
+            pid_file: socket.with_file_name("spamd.pid"),
             program: find_program("spamd"),
             site_config_dir: site_config_dir.into(),
             user_dir_root: user_dir_root.into(),
-            socket: socket.into(),
+            socket,
             socket_group: "vmail".to_owned(),
             user: "vmail".to_owned(),
             max_children: 2,
@@ -69,7 +75,8 @@ impl SpamdOptions {
 ///
 /// `--nouser-config` with `--virtual-config-dir` makes spamd keep each user's bayes database and `user_prefs`
 /// in that user's own directory and nowhere else; `--allow-tell` lets `spamc -L` train over the socket.
-/// There is no `--daemonize` and no pid file: the supervisor holds the process.
+/// There is no `--daemonize`: the supervisor holds the process. The pid file is only for finding a spamd that
+/// an earlier run left behind.
 pub fn spamd_daemon(options: &SpamdOptions) -> ProcessSpec {
     let mut virtual_config_dir = OsString::from("--virtual-config-dir=");
     virtual_config_dir.push(options.user_dir_root.join("%d/%l"));
@@ -77,6 +84,8 @@ pub fn spamd_daemon(options: &SpamdOptions) -> ProcessSpec {
     site_config.push(&options.site_config_dir);
     let mut socket = OsString::from("--socketpath=");
     socket.push(&options.socket);
+    let mut pid_file = OsString::from("--pidfile=");
+    pid_file.push(&options.pid_file);
     let args = vec![
         site_config,
         virtual_config_dir,
@@ -89,6 +98,7 @@ pub fn spamd_daemon(options: &SpamdOptions) -> ProcessSpec {
         "--socketmode=0660".into(),
         format!("--max-children={}", options.max_children).into(),
         "--syslog=stderr".into(),
+        pid_file,
     ];
     ProcessSpec {
         name: "spamd".to_owned(),
@@ -127,6 +137,9 @@ pub struct SpamassMilterOptions {
     pub max_scan_bytes: u64,
     /// Where its standard output and error go (it logs through syslog otherwise).
     pub log_file: PathBuf,
+    /// Where it writes its pid (`-P`), in a directory it may write
+    /// ([`Leftover::SpamassMilter`](crate::system::Leftover::SpamassMilter)).
+    pub pid_file: PathBuf,
 }
 
 /// spamass-milter as a supervised daemon.
@@ -144,6 +157,8 @@ pub fn spamass_milter_daemon(options: &SpamassMilterOptions) -> ProcessSpec {
         options.program.clone().into(),
         "-p".into(),
         options.socket.clone().into(),
+        "-P".into(),
+        options.pid_file.clone().into(),
         "-g".into(),
         options.socket_group.clone().into(),
         "-M".into(),
@@ -200,6 +215,7 @@ mod tests {
                 "--socketmode=0660",
                 "--max-children=2",
                 "--syslog=stderr",
+                "--pidfile=/run/cm/spamd/spamd.pid",
             ]
         );
         assert!(!text(&spec.args).iter().any(|arg| arg.starts_with("--listen") || arg == "-d"));
@@ -220,6 +236,7 @@ mod tests {
             scan_timeout_secs: 20,
             max_scan_bytes: 512_000,
             log_file: "/l".into(),
+            pid_file: "/run/cm/spamass-milter/spamass-milter.pid".into(),
         };
         let spec = spamass_milter_daemon(&options);
         assert_eq!(spec.program, PathBuf::from("/usr/bin/setpriv"));

@@ -519,6 +519,17 @@ pub enum Leftover {
         /// The file `dovecot -c` was given.
         config_file: PathBuf,
     },
+    /// spamd: the pid file it was started with ([`SpamdOptions::pid_file`](crate::SpamdOptions::pid_file)).
+    Spamd {
+        /// spamd's `--pidfile`.
+        pid_file: PathBuf,
+    },
+    /// spamass-milter: the pid file it was started with
+    /// ([`SpamassMilterOptions::pid_file`](crate::SpamassMilterOptions::pid_file)).
+    SpamassMilter {
+        /// spamass-milter's `-P`.
+        pid_file: PathBuf,
+    },
 }
 
 /// Stops `leftover` if its pid file names a live process of that daemon:
@@ -529,17 +540,30 @@ pub async fn stop_leftover(leftover: &Leftover) -> Result<bool, SystemError> {
         Leftover::Postfix { pid_file, config_dir } => (
             pid_file,
             "master",
-            Tool::new("postfix stop", "postfix").args([OsStr::new("-c"), config_dir.as_os_str(), OsStr::new("stop")]),
+            Some(Tool::new("postfix stop", "postfix").args([
+                OsStr::new("-c"),
+                config_dir.as_os_str(),
+                OsStr::new("stop"),
+            ])),
         ),
         Leftover::Dovecot { pid_file, config_file } => (
             pid_file,
             "dovecot",
-            Tool::new("doveadm stop", "doveadm").args([OsStr::new("-c"), config_file.as_os_str(), OsStr::new("stop")]),
+            Some(Tool::new("doveadm stop", "doveadm").args([
+                OsStr::new("-c"),
+                config_file.as_os_str(),
+                OsStr::new("stop"),
+            ])),
         ),
+        // Both stop their children on SIGTERM and have no stop command of their own.
+        Leftover::Spamd { pid_file } => (pid_file, "spamd", None),
+        Leftover::SpamassMilter { pid_file } => (pid_file, "spamass-milter", None),
     };
     let Some(pid) = live_pid(pid_file, program_name) else { return Ok(false) };
     tracing::warn!(daemon = program_name, pid, pid_file = %pid_file.display(), "stopping a daemon left by an earlier run");
-    if let Err(err) = stop.run().await {
+    if let Some(stop) = stop
+        && let Err(err) = stop.run().await
+    {
         tracing::debug!(%err, "its stop command failed; signalling it");
     }
     let Some(raw) = Pid::from_raw(pid) else { return Ok(true) };
