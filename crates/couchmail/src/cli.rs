@@ -39,7 +39,7 @@ pub struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Store to use, overriding the configuration (e.g. sqlite:/var/lib/couchmail/couchmail.db).
+    /// Store to use, overriding the configuration: sqlite:PATH or couchdb:http://HOST:PORT/DATABASE.
     #[arg(long, global = true, value_name = "URL")]
     pub store: Option<String>,
     /// What to do.
