@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use couchmail_directory::Directory;
-use couchmail_index::Index;
+use couchmail_index::{FollowConfig, Index};
 use couchmail_lookup::{Accounts, IndexSieve, MailLayout, Maps};
 use couchmail_render::Paths;
 use couchmail_store::Store;
@@ -87,8 +87,14 @@ pub async fn start(
     let Sources { store, index, directory } = sources;
     services.spawn("index follower", {
         let (store, index, stopped) = (store, index.clone(), stop.stopped());
+        // A checkpoint lets the next start resume the changes feed instead of reading the
+        // whole store again, which matters over CouchDB's HTTP.
+        let follow_config = FollowConfig {
+            checkpoint: Some(paths.data_dir.join(couchmail_index::CHECKPOINT_FILE_NAME)),
+            ..FollowConfig::default()
+        };
         async move {
-            couchmail_index::follow(store, index, stopped).await;
+            couchmail_index::follow_with(follow_config, store, index, stopped).await;
             Ok(())
         }
     });
