@@ -7,7 +7,11 @@
 //! is healthy, SMTP greets on ports 25/587/465 and IMAP over TLS greets.
 //! With [`Daemons::Harness`] couchmail runs with `--no-daemons` and the
 //! harness itself starts Postfix and Dovecot from `couchmail render --out`,
-//! so that a test can stop and start couchmail under running daemons.
+//! so that a test can stop and start couchmail under running daemons;
+//! with [`Daemons::None`] couchmail runs alone, for tests that speak its
+//! sockets and API directly. The store is a SQLite file in the stack's data
+//! directory, or any store URL given to [`MailStack::try_start_on_store`],
+//! such as a database of a [`PouchServer`](crate::pouchdb::PouchServer).
 //!
 //! The clients in [`smtp`] and [`imap`] speak the real protocols over
 //! TLS ([`tls`] pins the stack's own certificate) and return each reply,
@@ -75,6 +79,10 @@ pub enum Daemons {
     /// `couchmail render --out`, and couchmail can be stopped and started
     /// under them ([`MailStack::stop_couchmail`], [`MailStack::start_couchmail`]).
     Harness,
+    /// `couchmail up --no-daemons` and nobody runs them: couchmail alone,
+    /// for tests that speak its socketmap, dict and API directly (and start
+    /// in a second instead of several).
+    None,
 }
 
 /// How to start a stack.
@@ -135,6 +143,7 @@ pub struct MailStack {
     runtime_dir: PathBuf,
     rendered_dir: PathBuf,
     ports: Ports,
+    store: Option<String>,
     couchmail: Mutex<Option<Guarded>>,
     daemons: Mutex<Vec<Guarded>>,
     tls: OnceLock<TlsClient>,
@@ -209,7 +218,16 @@ impl MailStack {
 
     /// Starts a stack, or says why it did not start (log tails included).
     pub fn try_start(binary: &Path, options: StackOptions) -> Result<MailStack, String> {
-        preflight()?;
+        MailStack::try_start_on_store(binary, options, None)
+    }
+
+    /// Starts a stack whose `store` is `store` (such as
+    /// `couchdb:http://127.0.0.1:PORT/couchmail`) instead of a SQLite file in
+    /// its data directory; `None` is that file.
+    pub fn try_start_on_store(binary: &Path, options: StackOptions, store: Option<&str>) -> Result<MailStack, String> {
+        if options.daemons != Daemons::None {
+            preflight()?;
+        }
         let root = tempfile::Builder::new()
             .prefix("cm-e2e-")
             .tempdir_in("/var/tmp")
@@ -227,6 +245,7 @@ impl MailStack {
             rendered_dir: root.join("rendered"),
             root,
             ports: Ports::free()?,
+            store: store.map(str::to_owned),
             couchmail: Mutex::new(None),
             daemons: Mutex::new(Vec::new()),
             tls: OnceLock::new(),
@@ -257,6 +276,7 @@ impl MailStack {
                 self.start_daemons()?;
                 self.wait_ready(deadline)?;
             }
+            Daemons::None => self.wait_for("couchmail's REST API", deadline, || self.check_health())?,
         }
         let token_file = self.data_dir.join("admin-token");
         let bearer = std::fs::read_to_string(&token_file)
@@ -269,9 +289,10 @@ impl MailStack {
     /// The configuration file's text.
     fn config_text(&self) -> String {
         let Ports { smtp, submission, submissions, imaps, api, auth } = self.ports;
+        let store = self.store.clone().unwrap_or_else(|| format!("sqlite:{}/couchmail.db", self.data_dir.display()));
         format!(
             "# Written by couchmail-testkit's end-to-end harness.\n\
-             store = \"sqlite:{data}/couchmail.db\"\n\
+             store = \"{store}\"\n\
              data_dir = \"{data}\"\n\
              runtime_dir = \"{run}\"\n\
              hostname = \"{HOSTNAME}\"\n\
@@ -289,7 +310,7 @@ impl MailStack {
     fn spawn_couchmail(&self) -> Result<(), String> {
         let config = self.config_file.as_os_str();
         let mut args = vec![OsStr::new("--config"), config, OsStr::new("up")];
-        if self.options.daemons == Daemons::Harness {
+        if self.options.daemons != Daemons::Couchmail {
             args.push(OsStr::new("--no-daemons"));
         }
         let log = self.root.join("couchmail.log");
@@ -763,7 +784,7 @@ impl MailStack {
     /// Postfix's configuration directory in use.
     fn postfix_config_dir(&self) -> PathBuf {
         match self.options.daemons {
-            Daemons::Couchmail => self.runtime_dir.join("postfix"),
+            Daemons::Couchmail | Daemons::None => self.runtime_dir.join("postfix"),
             Daemons::Harness => self.rendered_dir.join("postfix"),
         }
     }

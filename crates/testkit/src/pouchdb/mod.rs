@@ -12,8 +12,9 @@
 //! - a malformed `_changes?since=` is refused with 400 (pouchdb-server answers 200);
 //! - a `_changes?feed=longpoll&timeout=N` with nothing new answers
 //!   `{"results":[],"last_seq":<since>}` after N ms (pouchdb-server ignores `timeout` and keeps
-//!   the request open), and `heartbeat=M` sends a newline every M ms meanwhile, as CouchDB
-//!   does since COUCHDB-2961; `since=now` is resolved to the database's current sequence.
+//!   the request open); with `heartbeat=M` instead it stays open until a change, with a
+//!   newline every M ms, as CouchDB's documentation says ("overrides any timeout");
+//!   `since=now` is resolved to the database's current sequence.
 //!
 //! # Modes
 //!
@@ -372,8 +373,13 @@ impl Drop for PouchServer {
 /// doubles and lose digits, and in replication mode the target's proxy would have to hide
 /// `validate_doc_update` in `_bulk_docs` bodies again. Upstream to upstream, a design document
 /// arrives with its function already hidden, and the target's proxy shows it as it shows its
-/// own. The replication lives in `from`'s process: after `from` is stopped and started again,
-/// start it again; a stop of `to` alone is retried by the replicator.
+/// own.
+///
+/// pouchdb-server passes only `continuous` (and filters) on to its replicator and ignores
+/// `retry` and `create_target`, which CouchDB would honour: the replication runs in `from`'s
+/// process and ends at its first failure, such as `to` being stopped. Tests use that to cut
+/// two sites off from each other, and call this function again to join them; the replication
+/// then resumes from its checkpoint.
 ///
 /// # Errors
 /// When `from` is not running or refuses the replication.

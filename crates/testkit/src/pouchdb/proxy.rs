@@ -149,8 +149,11 @@ fn accept_loop(listener: &TcpListener, settings: &Arc<Settings>, running: &Atomi
         let Ok(connection) = connection else { continue };
         let settings = settings.clone();
         std::thread::spawn(move || {
-            if let Err(error) = handle(connection, &settings) {
-                eprintln!("pouchdb proxy: {error}");
+            match handle(connection, &settings) {
+                Ok(()) => {}
+                // A client that gave up (a long-poll it no longer waits for) is no news.
+                Err(error) if matches!(error.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) => {}
+                Err(error) => eprintln!("pouchdb proxy: {error}"),
             }
         });
     }

@@ -35,6 +35,10 @@ impl ApiResponse {
 impl Api {
     /// A client of `base_url` (`http://127.0.0.1:PORT/api/v1`) with `bearer`.
     pub fn new(base_url: String, bearer: String) -> Api {
+        // The workspace builds reqwest without a TLS provider of its own (`rustls-no-provider`),
+        // and a client without one panics even for plain http: install ring, the workspace's
+        // provider, unless something already installed one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::blocking::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))
