@@ -60,6 +60,9 @@ impl Server {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let lookup = fake.clone() as Arc<dyn AuthLookup>;
         tokio::spawn(couchmail_dovecot_auth::serve(listener, lookup, SECRET, std::future::pending()));
+        // The workspace builds reqwest without a TLS provider of its own (`rustls-no-provider`),
+        // and a client without one panics even for plain http: install ring, the workspace's.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Server { base, fake, client: reqwest::Client::new() }
     }
 
