@@ -2,9 +2,10 @@
 //!
 //! Performance is measured, never asserted in tests. This task builds the benchmark programs in release mode
 //! (`couchmail-bench` from crates/bench, and the index crate's `index_bench` example), then hands over to
-//! `couchmail-bench all`, which runs every measure of issues #2 and #3 beside its alternative in one run and writes
-//! the report. It needs root and the Debian packages it compares against (postfix, postfix-lmdb, postfix-pgsql,
-//! postgresql, dovecot-core, dovecot-auth-lua).
+//! `couchmail-bench all`, which runs every measure of issues #2, #3 and #4 beside its alternative in one run and
+//! writes the report. It needs root, the Debian packages it compares against (postfix, postfix-lmdb, postfix-pgsql,
+//! postgresql, dovecot-core, dovecot-auth-lua), and pouchdb-server, the stand-in for CouchDB that
+//! `cargo xtask packages` installs under /var/tmp/couchmail-pouchdb.
 //!
 //! ```text
 //! cargo xtask bench            # everything (about ten minutes on two cores), rewrites docs/benchmarks.md

@@ -6,6 +6,9 @@
 //! It times the start-up build (follower start to ready index) and reads its own resident memory before and after;
 //! the socketmap listens before the follower starts, as in `couchmail up`, and answers through
 //! `couchmail_lookup::Maps`.
+//! With `--checkpoint FILE` the follower keeps the index's checkpoint there (`FollowConfig::checkpoint`): a start
+//! with no file builds from the whole feed and saves one once ready (the ready line then waits for that save and
+//! times it); a start with a file resumes from it.
 //! Once the index is ready, one JSON line goes to stdout; the process stops when its stdin closes, so it never
 //! outlives the driver.
 
@@ -15,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use couchmail_index::{Index, Snapshot};
+use couchmail_index::{FollowConfig, Index, Snapshot};
 use couchmail_lookup::Maps;
 use couchmail_socketmap::{Listener, ServerConfig};
 use serde_json::json;
@@ -38,6 +41,9 @@ pub struct Options {
     /// How many mailboxes the ready index must hold; the run fails otherwise.
     #[arg(long)]
     expect_mailboxes: Option<usize>,
+    /// The index's checkpoint file: resumed from when it exists, saved once the index is ready.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
 }
 
 pub fn main(options: &Options) -> Result<()> {
@@ -65,10 +71,13 @@ async fn follow(options: &Options) -> Result<()> {
         until_stopped(stopped.clone()),
     ));
 
+    let checkpoint_existed = options.checkpoint.as_ref().is_some_and(|path| path.exists());
+    let config = FollowConfig { checkpoint: options.checkpoint.clone(), ..FollowConfig::default() };
     let before = Memory::read()?;
     let cpu_before = cpu_times("self")?.own_s;
     let build_started = Instant::now();
-    let follower = tokio::spawn(couchmail_index::follow(store, Arc::clone(&index), until_stopped(stopped.clone())));
+    let follower =
+        tokio::spawn(couchmail_index::follow_with(config, store, Arc::clone(&index), until_stopped(stopped.clone())));
     let snapshot = index
         .wait_until(Snapshot::is_ready, BUILD_LIMIT)
         .await
@@ -87,6 +96,16 @@ async fn follow(options: &Options) -> Result<()> {
         bail!("the index holds {} mailboxes, expected {expected}", counts.mailboxes);
     }
     let n_documents = counts.domains + counts.alias_domains + counts.mailboxes + counts.aliases + counts.sieve_scripts;
+    let resumed = checkpoint_existed && index.health().checkpoint_seq.is_some();
+    if checkpoint_existed && !resumed {
+        bail!("the follower did not resume from the checkpoint (its warnings say why)");
+    }
+    let checkpoint_save_ms = match &options.checkpoint {
+        Some(_) if !resumed => Some(wait_for_checkpoint(&index).await?.as_secs_f64() * 1000.0),
+        _ => None,
+    };
+    let checkpoint_bytes =
+        options.checkpoint.as_ref().and_then(|path| std::fs::metadata(path).ok()).map(|meta| meta.len());
 
     let ready = json!({
         "pid": std::process::id(),
@@ -103,6 +122,9 @@ async fn follow(options: &Options) -> Result<()> {
         "rss_before_build_kib": before.rss_kib,
         "rss_after_build_kib": after.rss_kib,
         "hwm_after_build_kib": after.hwm_kib,
+        "resumed_from_checkpoint": resumed,
+        "checkpoint_save_ms": checkpoint_save_ms,
+        "checkpoint_bytes": checkpoint_bytes,
     });
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{ready}").context("write the ready line")?;
@@ -123,6 +145,24 @@ async fn follow(options: &Options) -> Result<()> {
     follower.await.context("the follower panicked")?;
     eprintln!("couchmail-bench follow: {} socketmap requests served", stats.n_requests);
     Ok(())
+}
+
+/// Waits until the follower has saved a checkpoint of what it applied, and returns how long that took.
+async fn wait_for_checkpoint(index: &Index) -> Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let health = index.health();
+        if let Some(error) = health.checkpoint_error {
+            bail!("the checkpoint was not saved: {error}");
+        }
+        if health.checkpoint_seq.is_some() && health.checkpoint_seq == health.last_seq {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > BUILD_LIMIT {
+            bail!("the checkpoint was not saved within {BUILD_LIMIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// This process's resident memory and its high-water mark, from /proc/self/status, in KiB.

@@ -3,10 +3,11 @@
 //!
 //! For each store in turn: fill it with the same population (setup, timed only for scale), start a
 //! `couchmail-bench follow` process (the follower and socketmap server of `couchmail up`), which times its build
-//! from follower start to ready index, then run `couchmail-bench write-latency` against both, then stop them.
+//! from follower start to ready index and saves the index's checkpoint, then run `couchmail-bench write-latency`
+//! against both; stop `follow` and start it again, to time the start from the checkpoint.
 //! CouchDB is played by pouchdb-server (see [`super::pouchdb`]).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +29,9 @@ const DATABASE: &str = "couchmail";
 /// Documents per `_bulk_docs` request while filling pouchdb-server.
 const BULK_BATCH: usize = 1000;
 
+/// Mailboxes `write-latency` creates before it starts timing.
+pub const WARM_UP: usize = 20;
+
 /// Concurrent writers filling the SQLite store, as issue #2's index benchmark fills it.
 const SQLITE_WRITERS: usize = 4;
 
@@ -37,12 +41,16 @@ pub struct StoreRun {
     pub backend: &'static str,
     pub is_couch: bool,
     pub fill_s: f64,
-    /// The `follow` process's ready line: build time, documents, resident memory.
+    /// The `follow` process's ready line from scratch: build time, documents, resident memory, checkpoint saved.
     pub ready: Value,
+    /// Its ready line when started again from the checkpoint.
+    pub resumed: Value,
     /// `write-latency`'s result.
     pub latency: Value,
     /// CPU seconds the store's server spent while the index was built (pouchdb-server; SQLite has no server).
     pub server_build_cpu_s: Option<f64>,
+    /// The same for the start from the checkpoint.
+    pub resumed_server_cpu_s: Option<f64>,
     /// The store's server's resident memory once filled, in KiB.
     pub server_rss_kib: Option<u64>,
     /// The store's size once filled, in bytes.
@@ -142,42 +150,20 @@ async fn fill_sqlite(spec: &StoreSpec, documents: &Arc<Vec<Document>>) -> Result
     Ok(())
 }
 
-/// Starts `follow` on the filled store, waits for its ready index, runs `write-latency`, stops `follow`.
+/// Runs `follow` on the filled store with a checkpoint file, from scratch (it saves the checkpoint once ready), and
+/// `write-latency` against it; stops it, then starts `follow` again to time the start from that checkpoint.
 fn measure(
     setup: &Setup<'_>,
     spec: &StoreSpec,
     server_pid: Option<u32>,
     commands: &mut Vec<String>,
 ) -> Result<StoreRun> {
-    let socketmap: PathBuf =
-        setup.scratch.join(if server_pid.is_some() { "socketmap-couchdb" } else { "socketmap-sqlite" });
-    let mut follow_command = Command::new(setup.bench_exe);
-    follow_command
-        .arg("follow")
-        .arg("--store")
-        .arg(spec.to_string())
-        .arg("--socketmap")
-        .arg(&socketmap)
-        .args(["--expect-mailboxes", &setup.n_mailboxes.to_string()]);
-    let follow_shown = shown(&follow_command);
-    eprintln!("bench: {follow_shown}");
-    commands.push(follow_shown.clone());
-    let server_cpu = |pid: Option<u32>| -> Result<Option<f64>> {
-        pid.map(|pid| cpu_times(&pid.to_string()).map(|times| times.own_s)).transpose()
-    };
-    let server_cpu_before = server_cpu(server_pid)?;
-    let mut follow = ChildGuard::new(
-        follow_command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start `{follow_shown}`"))?,
-        "couchmail-bench follow",
-    );
-    let ready = read_ready_line(&mut follow)?;
-    let server_cpu_after = server_cpu(server_pid)?;
-    eprintln!("bench: {} ready: {ready}", spec.backend_name());
+    let tag = if server_pid.is_some() { "couchdb" } else { "sqlite" };
+    let socketmap = setup.scratch.join(format!("socketmap-{tag}"));
+    let checkpoint = setup.scratch.join(format!("{tag}-{}", couchmail_index::CHECKPOINT_FILE_NAME));
 
+    let (follow, ready, server_build_cpu_s) =
+        start_follow(setup, spec, &socketmap, &checkpoint, setup.n_mailboxes, server_pid, commands)?;
     let mut latency_command = Command::new(setup.bench_exe);
     latency_command
         .arg("write-latency")
@@ -186,6 +172,7 @@ fn measure(
         .arg("--socket")
         .arg(&socketmap)
         .args(["--samples", &setup.samples.to_string()])
+        .args(["--warm-up", &WARM_UP.to_string()])
         .args(["--mailboxes", &setup.n_mailboxes.to_string()])
         .arg("--hash-file")
         .arg(setup.hash_file);
@@ -197,16 +184,66 @@ fn measure(
     let latency: Value =
         serde_json::from_str(stdout.trim()).with_context(|| format!("`{latency_shown}` printed `{stdout}`"))?;
     eprintln!("bench: {} write → answer: {latency}", spec.backend_name());
-    follow.close_and_wait(Duration::from_secs(30))?;
+    // Stopping saves the checkpoint once more, with the mailboxes just created.
+    follow.close_and_wait(Duration::from_secs(60))?;
+
+    let n_mailboxes = setup.n_mailboxes + WARM_UP + setup.samples;
+    let (follow, resumed, resumed_server_cpu_s) =
+        start_follow(setup, spec, &socketmap, &checkpoint, n_mailboxes, server_pid, commands)?;
+    follow.close_and_wait(Duration::from_secs(60))?;
 
     Ok(StoreRun {
         backend: spec.backend_name(),
         is_couch: server_pid.is_some(),
         fill_s: 0.0,
         ready,
+        resumed,
         latency,
-        server_build_cpu_s: server_cpu_after.zip(server_cpu_before).map(|(after, before)| after - before),
+        server_build_cpu_s,
+        resumed_server_cpu_s,
         server_rss_kib: None,
         store_bytes: 0,
     })
+}
+
+/// Starts `follow` and waits for its ready line; returns it with the store server's CPU seconds until then.
+fn start_follow(
+    setup: &Setup<'_>,
+    spec: &StoreSpec,
+    socketmap: &Path,
+    checkpoint: &Path,
+    n_mailboxes: usize,
+    server_pid: Option<u32>,
+    commands: &mut Vec<String>,
+) -> Result<(ChildGuard, Value, Option<f64>)> {
+    let mut command = Command::new(setup.bench_exe);
+    command
+        .arg("follow")
+        .arg("--store")
+        .arg(spec.to_string())
+        .arg("--socketmap")
+        .arg(socketmap)
+        .arg("--checkpoint")
+        .arg(checkpoint)
+        .args(["--expect-mailboxes", &n_mailboxes.to_string()]);
+    let shown_command = shown(&command);
+    eprintln!("bench: {shown_command}");
+    commands.push(shown_command.clone());
+    let server_cpu = || -> Result<Option<f64>> {
+        server_pid.map(|pid| cpu_times(&pid.to_string()).map(|times| times.own_s)).transpose()
+    };
+    let server_cpu_before = server_cpu()?;
+    let mut follow = ChildGuard::new(
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start `{shown_command}`"))?,
+        "couchmail-bench follow",
+    );
+    let ready = read_ready_line(&mut follow)?;
+    let server_cpu_after = server_cpu()?;
+    eprintln!("bench: {} ready: {ready}", spec.backend_name());
+    let server_cpu_s = server_cpu_after.zip(server_cpu_before).map(|(after, before)| after - before);
+    Ok((follow, ready, server_cpu_s))
 }
