@@ -647,7 +647,7 @@ Base64: YUBi
     fn the_checkout_has_the_three_targets() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let names: Vec<String> = targets(root).unwrap().into_iter().map(|target| target.name).collect();
-        assert_eq!(names, ["dovecot_auth", "dovecot_dict", "socketmap"]);
+        assert_eq!(names, ["dovecot_auth", "dovecot_dict", "postfix_policy", "socketmap"]);
         let manifest = std::fs::read_to_string(root.join("fuzz/Cargo.toml")).unwrap();
         for name in &names {
             assert!(manifest.contains(&format!("name = \"{name}\"")), "fuzz/Cargo.toml has no [[bin]] {name}");

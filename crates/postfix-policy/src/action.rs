@@ -70,6 +70,7 @@ impl Action {
     ///
     /// A three-digit code that [`CodeReply::new`] refuses, and every keyword not typed here, is [`Action::Other`].
     pub fn parse(value: &str) -> Action {
+        let value = value.trim_start_matches([' ', '\t']);
         let (keyword, text) = match value.split_once([' ', '\t']) {
             Some((keyword, text)) => (keyword, text.trim_start_matches([' ', '\t'])),
             None => (value, ""),
@@ -179,12 +180,14 @@ impl CodeReply {
 
 /// The class digit of the RFC 3463 enhanced status code `class.subject.detail` that starts `text`, if one does.
 fn enhanced_status_class(text: &str) -> Option<u8> {
-    let first_word = text.split([' ', '\t']).next()?;
+    // Leading blanks are dropped on the wire, so the code is looked for where Postfix will see it.
+    let first_word = text.trim_start_matches([' ', '\t']).split([' ', '\t']).next()?;
     let mut parts = first_word.split('.');
     let (class, subject, detail) = (parts.next()?, parts.next()?, parts.next()?);
-    let is_number =
-        |part: &str, max_len| !part.is_empty() && part.len() <= max_len && part.bytes().all(|b| b.is_ascii_digit());
-    if parts.next().is_some() || class.len() != 1 || !is_number(subject, 3) || !is_number(detail, 3) {
+    let is_number = |part: &str, max_len: usize| {
+        !part.is_empty() && part.len() <= max_len && part.bytes().all(|byte| byte.is_ascii_digit())
+    };
+    if parts.next().is_some() || !is_number(class, 1) || !is_number(subject, 3) || !is_number(detail, 3) {
         return None;
     }
     class.bytes().next().map(|byte| byte - b'0').filter(|class| matches!(class, 2 | 4 | 5))
@@ -291,7 +294,12 @@ mod tests {
         assert_eq!(CodeReply::new(554, "4.7.1 x"), Err(ActionError::MismatchedEnhancedStatus { code: 554 }));
         let reply = CodeReply::new(421, "4.7.0 Go away").unwrap();
         assert_eq!((reply.code(), reply.text()), (421, "4.7.0 Go away"));
-        // Text that merely looks numeric is not an enhanced status code.
+        // Leading blanks do not hide a mismatch, since they are dropped on the wire.
+        assert_eq!(CodeReply::new(450, " \t5.7.1 x"), Err(ActionError::MismatchedEnhancedStatus { code: 450 }));
+        // Text that merely looks numeric is not an enhanced status code (found by fuzzing: a control character
+        // where the class digit stands).
+        assert!(CodeReply::new(551, "\n.16.1").is_ok());
+        assert!(CodeReply::new(551, "x.7.1").is_ok());
         assert!(CodeReply::new(450, "5.7 later").is_ok());
         assert!(CodeReply::new(450, "5.7.1234 later").is_ok());
     }
@@ -309,6 +317,7 @@ mod tests {
         assert_eq!(Action::parse("250 fine"), Action::Other("250 fine".into()));
         assert_eq!(Action::parse("permit_sasl_authenticated"), Action::Other("permit_sasl_authenticated".into()));
         assert_eq!(Action::parse(""), Action::Other(String::new()));
+        assert_eq!(Action::parse("  ok trailing words"), Action::Ok);
     }
 
     fn any_text() -> impl Strategy<Value = String> {
@@ -339,7 +348,9 @@ mod tests {
         }
 
         #[test]
-        fn display_of_any_parse_is_a_fixed_point(value in "(\\PC|[ \t\r\n]){0,40}|[a-z ]{440,460}") {
+        fn display_of_any_parse_is_a_fixed_point(
+            value in "(\\PC|[ \t\r\n]){0,40}|[a-z ]{440,460}|[2-6][0-69][0-9][ \t]{1,2}(.|\n){1,2}\\.[0-9]{1,4}\\.[0-9]{1,4}.{0,5}"
+        ) {
             let once = Action::parse(&value).to_string();
             prop_assert!(once.bytes().all(|byte| (b' '..=b'~').contains(&byte)));
             prop_assert_eq!(Action::parse(&once).to_string(), once);
