@@ -3,7 +3,6 @@
 //!
 //! `cargo run -p couchmail-greylist --example hit_path [N_TRIPLETS]` (default 20 000). Build with `--release` for
 //! production figures; the dev profile compiles this crate without optimisation and SQLite at -O1.
-#![allow(clippy::print_stdout, reason = "an example reports on standard output")]
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
