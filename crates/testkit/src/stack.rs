@@ -278,7 +278,14 @@ impl MailStack {
             }
             Daemons::None => self.wait_for("couchmail's REST API", deadline, || self.check_health())?,
         }
+        // `up` writes the first admin's token once its API listens, so it may come a moment
+        // after the health check passes.
         let token_file = self.data_dir.join("admin-token");
+        self.wait_for("the first admin token", deadline, || match std::fs::read_to_string(&token_file) {
+            Ok(bearer) if !bearer.trim().is_empty() => Ok(()),
+            Ok(_) => Err(format!("{} is empty", token_file.display())),
+            Err(err) => Err(format!("cannot read the first admin token {}: {err}", token_file.display())),
+        })?;
         let bearer = std::fs::read_to_string(&token_file)
             .map_err(|err| format!("cannot read the first admin token {}: {err}", token_file.display()))?;
         let _ = self.admin_bearer.set(bearer.trim().to_owned());

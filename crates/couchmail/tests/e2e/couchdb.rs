@@ -146,11 +146,17 @@ fn two_sites_answer_each_others_changes_and_agree_on_conflicts() {
 
     // Cut site B off: its server stops, and with it replication both ways. Each site edits
     // the mailbox while the other cannot see it.
+    let failures_before = server_a.log().matches("FetchError").count();
     server_b.stop().unwrap();
     let path = format!("/mailboxes/{user}");
     let shown = site_a.api().get(&path);
     let edited = site_a.api().put(&path, &json!({ "address": user, "name": "Alice at A" }), shown.etag());
     assert_eq!(edited.status, 200, "{edited:?}\n{}", site_a.diagnostics());
+    // Site A's replicator gives up on B, when B goes or at the latest when it tries to carry
+    // the edit (pouchdb-server logs why): from then on nothing replicates until the sites are
+    // joined again.
+    let gave_up = poll(SETTLE, || (server_a.log().matches("FetchError").count() > failures_before).then_some(()));
+    assert!(gave_up.is_some(), "site A's replication to B never failed:\n{}", server_a.log());
     server_b.start_again().unwrap();
     let mut shown = None;
     poll(SETTLE, || {
