@@ -8,6 +8,7 @@
 //! - an alias never shadows a mailbox, and a mailbox is never created where an alias is;
 //! - alias chains never loop, also through domain aliases and catch-alls;
 //! - a Sieve script belongs to an existing mailbox, and `sieve_active` names one of its scripts;
+//! - a listing of a domain's scope needs that (real) domain, one of a mailbox's scope that mailbox;
 //! - removing a domain or mailbox that others hang off is refused, or cascades on request.
 //!
 //! These checks read the store itself, not the index, so that they see every
@@ -24,7 +25,13 @@
 //! let dir = tempfile::tempdir().unwrap();
 //! let store = SqliteStore::open(dir.path().join("couchmail.db")).await.unwrap();
 //! let directory = Directory::new(Arc::new(store));
-//! let domain = Domain { name: "example.com".parse().unwrap(), active: true, quota_default: None, max_mailboxes: None };
+//! let domain = Domain {
+//!     name: "example.com".parse().unwrap(),
+//!     active: true,
+//!     quota_default: None,
+//!     max_mailboxes: None,
+//!     policy: Default::default(),
+//! };
 //! directory.create(&Document::Domain(domain)).await.unwrap();
 //! assert!(directory.get("domain:example.com").await.unwrap().is_some());
 //! # });
@@ -70,9 +77,10 @@ pub enum Cascade {
 pub struct ListFilter {
     /// Of this kind.
     pub kind: DocKind,
-    /// Only those that belong to this domain (for domains and domain aliases: the domain itself, or aliases of it).
+    /// Only those that belong to this domain (for domains and domain aliases: the domain itself, or aliases of it;
+    /// for listings: those of the domain's scope and of its mailboxes', global ones left out).
     pub domain: Option<couchmail_model::DomainName>,
-    /// Only the Sieve scripts or tokens of this mailbox.
+    /// Only the Sieve scripts, tokens or listings of this mailbox.
     pub owner: Option<couchmail_model::Address>,
     /// Paging.
     pub page: ListOptions,

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use couchmail_model::{Address, AliasKey, DocKind, Document, DomainName, SieveScript, TokenPrincipal};
+use couchmail_model::{Address, AliasKey, DocKind, Document, DomainName, ListingScope, SieveScript, TokenPrincipal};
 use couchmail_store::{ListOptions, Rev, Store};
 
 use crate::{Cascade, Directory, Entry, Error, ErrorKind, ListFilter, Result};
@@ -105,6 +105,15 @@ pub(crate) async fn write(directory: &Directory, doc: &Document, rev: Option<&Re
                 return Err(refused(format!("there is no mailbox `{addr}` for the token to act for")));
             }
         }
+        Document::Listing(listing) => match &listing.key.scope {
+            ListingScope::Global => {}
+            ListingScope::Domain(domain) => world.require_domain(domain, "_id").await?,
+            ListingScope::Mailbox(addr) => {
+                if !world.mailbox(addr).await? {
+                    return Err(refused(format!("_id: there is no mailbox `{addr}` for the listing to apply to")));
+                }
+            }
+        },
     }
     Ok(directory.store.put(&doc.id(), rev, &doc.to_body()).await?)
 }
@@ -149,9 +158,12 @@ pub(crate) async fn remove(
 }
 
 pub(crate) async fn list(directory: &Directory, filter: &ListFilter) -> Result<Vec<Entry>> {
-    let prefix = match (&filter.kind, &filter.owner) {
-        (DocKind::Sieve, Some(owner)) => DocKind::Sieve.id(format_args!("{owner}:")),
-        (kind, _) => kind.id_prefix(),
+    let prefix = match (&filter.kind, &filter.owner, &filter.domain) {
+        (DocKind::Sieve, Some(owner), _) => DocKind::Sieve.id(format_args!("{owner}:")),
+        (DocKind::Listing, Some(owner), _) => {
+            DocKind::Listing.id(format_args!("{}:", ListingScope::Mailbox(owner.clone())))
+        }
+        (kind, _, _) => kind.id_prefix(),
     };
     let limit = filter.page.limit.unwrap_or(usize::MAX);
     let mut found = Vec::new();
@@ -191,6 +203,11 @@ fn matches(doc: &Document, filter: &ListFilter) -> bool {
         Document::Token(t) => match &t.principal {
             TokenPrincipal::Admin => filter.domain.is_none() && filter.owner.is_none(),
             TokenPrincipal::Mailbox(a) => in_domain(a.domain()) && owned_by(a),
+        },
+        Document::Listing(l) => match &l.key.scope {
+            ListingScope::Global => filter.domain.is_none() && filter.owner.is_none(),
+            ListingScope::Domain(d) => in_domain(d) && filter.owner.is_none(),
+            ListingScope::Mailbox(a) => in_domain(a.domain()) && owned_by(a),
         },
     }
 }
@@ -398,6 +415,26 @@ impl World<'_> {
         Ok(entries)
     }
 
+    /// The listings that apply to mailbox `owner`.
+    async fn listings_of(&self, owner: &Address) -> Result<Vec<Entry>> {
+        let mut entries = Vec::new();
+        let prefix = DocKind::Listing.id(format_args!("{}:", ListingScope::Mailbox(owner.clone())));
+        let mut page = ListOptions { start_after: None, limit: Some(SCAN_PAGE) };
+        loop {
+            let raws = self.store.list(&prefix, &page).await?;
+            let n_raws = raws.len();
+            for raw in raws {
+                page.start_after = Some(raw.id.clone());
+                if let Ok(doc) = Document::from_stored(&raw.id, &raw.body) {
+                    entries.push(Entry { doc, rev: raw.rev });
+                }
+            }
+            if n_raws < SCAN_PAGE {
+                return Ok(entries);
+            }
+        }
+    }
+
     /// What hangs off `doc`, as edits and removals in a safe order.
     async fn dependents(&self, doc: &Document) -> Result<Plan> {
         let mut plan = Plan::default();
@@ -418,6 +455,11 @@ impl World<'_> {
                 for entry in self.scan(DocKind::Token).await? {
                     if matches!(&entry.doc, Document::Token(t) if matches!(&t.principal, TokenPrincipal::Mailbox(a) if a.domain() == name))
                     {
+                        plan.removals.push(entry);
+                    }
+                }
+                for entry in self.scan(DocKind::Listing).await? {
+                    if matches!(&entry.doc, Document::Listing(l) if l.key.scope.domain() == Some(name)) {
                         plan.removals.push(entry);
                     }
                 }
@@ -461,6 +503,7 @@ impl World<'_> {
                         plan.removals.push(entry);
                     }
                 }
+                plan.removals.extend(self.listings_of(addr).await?);
             }
             Document::Alias(alias) => {
                 if let AliasKey::Address(addr) = &alias.key {
@@ -477,7 +520,7 @@ impl World<'_> {
                     plan.edits.push(Entry { doc: Document::Mailbox(mailbox), rev: raw.rev });
                 }
             }
-            Document::DomainAlias(_) | Document::Token(_) => {}
+            Document::DomainAlias(_) | Document::Token(_) | Document::Listing(_) => {}
         }
         Ok(plan)
     }

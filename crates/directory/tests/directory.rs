@@ -341,3 +341,121 @@ async fn scripts_are_checked_before_they_are_stored() {
     );
     assert!(temp.store.get("sieve:alice@example.com:broken").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn listings_need_their_domain_or_mailbox() {
+    let (_temp, directory) = directory().await;
+    let msg = refused(&directory, &listing("domain:example.com:block:sender-domain:bad.example")).await;
+    assert!(msg.contains("there is no domain `example.com`"), "{msg}");
+    let msg = refused(&directory, &listing("mailbox:alice@example.com:block:sender:spam@bad.example")).await;
+    assert!(msg.contains("there is no mailbox `alice@example.com`"), "{msg}");
+    create_all(
+        &directory,
+        &[
+            listing("global:block:client:192.0.2.0/24"),
+            domain("example.com"),
+            domain_alias("example.net", "example.com"),
+            mailbox("alice@example.com"),
+            listing("domain:example.com:block:sender-domain:bad.example"),
+            listing("mailbox:alice@example.com:block:sender:spam@bad.example"),
+        ],
+    )
+    .await;
+    let msg = refused(&directory, &listing("domain:example.net:allow:client:2001:db8::/32")).await;
+    assert!(msg.contains("alias of `example.com`"), "{msg}");
+    // The normal form of the `_id` makes a duplicate a conflict, however it was written.
+    let again = directory.create(&listing("mailbox:Alice@Example.com:block:sender:SPAM@bad.example")).await;
+    assert_eq!(again.unwrap_err().kind(), &ErrorKind::Conflict);
+}
+
+#[tokio::test]
+async fn listings_go_with_their_mailbox_and_domain() {
+    let (_temp, directory) = directory().await;
+    create_all(
+        &directory,
+        &[
+            domain("example.com"),
+            domain("example.org"),
+            mailbox("alice@example.com"),
+            mailbox("bob@example.com"),
+            mailbox("erin@example.org"),
+            listing("global:block:client:192.0.2.0/24"),
+            listing("domain:example.com:block:sender-domain:bad.example"),
+            listing("domain:example.org:block:sender-domain:bad.example"),
+            listing("mailbox:alice@example.com:block:sender:spam@bad.example"),
+            listing("mailbox:bob@example.com:allow:client:198.51.100.7"),
+            listing("mailbox:erin@example.org:allow:client:198.51.100.7"),
+        ],
+    )
+    .await;
+    let alice_listing = "listing:mailbox:alice@example.com:block:sender:spam@bad.example";
+    let err = directory.remove("mailbox:alice@example.com", None, Cascade::Refuse).await.unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Refused);
+    assert!(err.to_string().contains(alice_listing), "{err}");
+    let removed = directory.remove("mailbox:alice@example.com", None, Cascade::Remove).await.unwrap();
+    assert_eq!(removed, [alice_listing, "mailbox:alice@example.com"]);
+
+    let removed = directory.remove("domain:example.com", None, Cascade::Remove).await.unwrap();
+    assert!(removed.contains(&"listing:domain:example.com:block:sender-domain:bad.example".to_owned()), "{removed:?}");
+    assert!(removed.contains(&"listing:mailbox:bob@example.com:allow:client:198.51.100.7".to_owned()), "{removed:?}");
+    // Other domains' listings and global ones stay.
+    let all = ListFilter { kind: DocKind::Listing, domain: None, owner: None, page: ListOptions::default() };
+    let left: Vec<String> = directory.list(&all).await.unwrap().iter().map(|entry| entry.doc.id()).collect();
+    assert_eq!(
+        left,
+        [
+            "listing:domain:example.org:block:sender-domain:bad.example",
+            "listing:global:block:client:192.0.2.0/24",
+            "listing:mailbox:erin@example.org:allow:client:198.51.100.7",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn listings_filter_by_domain_and_owner() {
+    let (_temp, directory) = directory().await;
+    create_all(
+        &directory,
+        &[
+            domain("example.com"),
+            domain("example.org"),
+            mailbox("alice@example.com"),
+            mailbox("erin@example.org"),
+            listing("global:block:client:192.0.2.0/24"),
+            listing("domain:example.com:block:sender-domain:bad.example"),
+            listing("mailbox:alice@example.com:block:sender:spam@bad.example"),
+            listing("mailbox:alice@example.com:allow:sender-domain:friends.example"),
+            listing("mailbox:erin@example.org:allow:client:198.51.100.7"),
+        ],
+    )
+    .await;
+    let ids = |filter: ListFilter| {
+        let directory = directory.clone();
+        async move { directory.list(&filter).await.unwrap().iter().map(|entry| entry.doc.id()).collect::<Vec<_>>() }
+    };
+    let page = ListOptions::default();
+    let in_example_com = ids(ListFilter {
+        kind: DocKind::Listing,
+        domain: Some(domain_name("example.com")),
+        owner: None,
+        page: page.clone(),
+    })
+    .await;
+    assert_eq!(
+        in_example_com,
+        [
+            "listing:domain:example.com:block:sender-domain:bad.example",
+            "listing:mailbox:alice@example.com:allow:sender-domain:friends.example",
+            "listing:mailbox:alice@example.com:block:sender:spam@bad.example",
+        ]
+    );
+    let of_alice =
+        ids(ListFilter { kind: DocKind::Listing, domain: None, owner: Some(address("alice@example.com")), page }).await;
+    assert_eq!(
+        of_alice,
+        [
+            "listing:mailbox:alice@example.com:allow:sender-domain:friends.example",
+            "listing:mailbox:alice@example.com:block:sender:spam@bad.example",
+        ]
+    );
+}

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::{Address, AliasKey, DomainName, PasswordHash, ValidationError};
+use crate::{Address, AliasKey, DomainName, Listing, ListingKey, PasswordHash, PolicySettings, ValidationError};
 
 /// Smallest quota accepted: 1 MiB. Anything smaller is a typo for a bigger unit.
 pub const MIN_QUOTA_BYTES: u64 = 1 << 20;
@@ -48,12 +48,21 @@ pub enum DocKind {
     Sieve,
     /// `token:<id>`: an API bearer token, stored hashed.
     Token,
+    /// `listing:<scope>:<action>:<kind>:<value>`: one entry of a blocklist or allowlist.
+    Listing,
 }
 
 impl DocKind {
     /// Every kind, in the order the index applies them.
-    pub const ALL: [DocKind; 6] =
-        [DocKind::Domain, DocKind::DomainAlias, DocKind::Mailbox, DocKind::Alias, DocKind::Sieve, DocKind::Token];
+    pub const ALL: [DocKind; 7] = [
+        DocKind::Domain,
+        DocKind::DomainAlias,
+        DocKind::Mailbox,
+        DocKind::Alias,
+        DocKind::Sieve,
+        DocKind::Token,
+        DocKind::Listing,
+    ];
 
     /// The `type` field value, which is also the `_id` prefix before `:`.
     pub fn as_str(self) -> &'static str {
@@ -64,6 +73,7 @@ impl DocKind {
             DocKind::Alias => "alias",
             DocKind::Sieve => "sieve",
             DocKind::Token => "token",
+            DocKind::Listing => "listing",
         }
     }
 
@@ -109,6 +119,9 @@ pub struct Domain {
     /// Most mailboxes the domain may hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_mailboxes: Option<u32>,
+    /// Greylisting, spam thresholds and sending limits for the domain's mailboxes (flat in the body).
+    #[serde(flatten)]
+    pub policy: PolicySettings,
 }
 
 /// Another name for a domain: `user@alias` reaches `user@target`.
@@ -176,6 +189,10 @@ pub struct Mailbox {
     /// The Sieve script that runs at delivery, by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sieve_active: Option<SieveName>,
+    /// Greylisting, spam thresholds and sending limits of its own (flat in the body); what is not
+    /// set is the domain's.
+    #[serde(flatten)]
+    pub policy: PolicySettings,
 }
 
 /// An address that forwards to others; `@domain` is the domain's catch-all.
@@ -322,6 +339,8 @@ pub enum Document {
     Sieve(SieveScript),
     /// An API token.
     Token(Token),
+    /// A blocklist or allowlist entry.
+    Listing(Listing),
 }
 
 impl Document {
@@ -349,6 +368,7 @@ impl Document {
         let doc = match kind {
             DocKind::Domain => {
                 body.insert(KEY.to_owned(), key_field(normal_key(id, key, DomainName::parse)?.to_string()));
+                check_policy_fields(&body)?;
                 Document::Domain(parse_body(body)?)
             }
             DocKind::DomainAlias => {
@@ -357,6 +377,7 @@ impl Document {
             }
             DocKind::Mailbox => {
                 body.insert(KEY.to_owned(), key_field(normal_key(id, key, Address::parse)?.to_string()));
+                check_policy_fields(&body)?;
                 Document::Mailbox(parse_body(body)?)
             }
             DocKind::Alias => {
@@ -384,6 +405,11 @@ impl Document {
                 body.insert(KEY.to_owned(), key_field(key.to_owned()));
                 Document::Token(parse_body(body)?)
             }
+            DocKind::Listing => {
+                let key = normal_key(id, key, ListingKey::parse)?;
+                let ListingBody { note, created } = parse_body(body)?;
+                Document::Listing(Listing { key, note, created })
+            }
         };
         doc.validate()?;
         Ok(doc)
@@ -398,6 +424,7 @@ impl Document {
             Document::Alias(_) => DocKind::Alias,
             Document::Sieve(_) => DocKind::Sieve,
             Document::Token(_) => DocKind::Token,
+            Document::Listing(_) => DocKind::Listing,
         }
     }
 
@@ -410,6 +437,7 @@ impl Document {
             Document::Alias(a) => DocKind::Alias.id(&a.key),
             Document::Sieve(s) => DocKind::Sieve.id(format_args!("{}:{}", s.owner, s.name)),
             Document::Token(t) => DocKind::Token.id(&t.id),
+            Document::Listing(l) => DocKind::Listing.id(&l.key),
         }
     }
 
@@ -422,6 +450,7 @@ impl Document {
             Document::Alias(a) => serde_json::to_value(a),
             Document::Sieve(s) => serde_json::to_value(s),
             Document::Token(t) => serde_json::to_value(t),
+            Document::Listing(l) => serde_json::to_value(ListingBody { note: l.note.clone(), created: l.created }),
         };
         // Serialising these plain structs into a Value cannot fail: every
         // field is a string, number, bool or list of those.
@@ -443,6 +472,7 @@ impl Document {
                 if d.max_mailboxes == Some(0) {
                     return Err(ValidationError::field("max_mailboxes", "must be at least 1"));
                 }
+                d.policy.validate()?;
             }
             Document::DomainAlias(d) => {
                 if d.target == d.name {
@@ -462,6 +492,7 @@ impl Document {
                 if let Some(quota) = m.quota_bytes {
                     check_quota(quota).map_err(|e| e.at("quota_bytes"))?;
                 }
+                m.policy.validate()?;
                 for (role_idx, role) in m.roles.iter().enumerate() {
                     if m.roles[..role_idx].contains(role) {
                         return Err(ValidationError::field(
@@ -512,6 +543,7 @@ impl Document {
                     return Err(ValidationError::field("secret_sha256", "must be 64 hex digits"));
                 }
             }
+            Document::Listing(l) => l.validate()?,
         }
         Ok(())
     }
@@ -523,6 +555,28 @@ const NAME: &str = "__name";
 
 fn yes() -> bool {
     true
+}
+
+/// The body of a listing: everything else is in its `_id`.
+#[derive(Serialize, Deserialize)]
+struct ListingBody {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    note: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created: Option<u64>,
+}
+
+/// Parses the policy settings of a domain or mailbox body on their own, so that an ill-typed one is
+/// named: flattened into the document, serde would report it against the whole body.
+fn check_policy_fields(body: &Map<String, Value>) -> Result<(), ValidationError> {
+    if PolicySettings::FIELDS.iter().any(|field| body.contains_key(*field)) {
+        let fields: Map<String, Value> = PolicySettings::FIELDS
+            .iter()
+            .filter_map(|field| body.get(*field).map(|value| ((*field).to_owned(), value.clone())))
+            .collect();
+        parse_body::<PolicySettings>(fields)?;
+    }
+    Ok(())
 }
 
 fn check_quota(quota: u64) -> Result<(), ValidationError> {
@@ -861,6 +915,97 @@ mod tests {
         check_refused(&format!("token:{}", "a".repeat(65)), body("ab".repeat(32)), "_id");
         check_refused("token:", body("ab".repeat(32)), "_id");
         check_round_trip(&format!("token:{}", "a".repeat(64)), body("ab".repeat(32)));
+    }
+
+    #[test]
+    fn policy_settings_are_flat_optional_fields() {
+        let Document::Domain(domain) = check_round_trip(
+            "domain:example.com",
+            json!({"type": "domain", "greylisting": false, "spam_threshold": 6.5, "spam_reject": 15.0}),
+        ) else {
+            panic!("not a domain")
+        };
+        assert_eq!(domain.policy.greylisting, Some(false));
+        assert_eq!(domain.policy.spam_threshold.map(crate::SpamScore::tenths), Some(65));
+        assert_eq!(domain.policy.spam_reject.map(crate::SpamScore::tenths), Some(150));
+        let Document::Mailbox(mailbox) = check_round_trip(
+            "mailbox:alice@example.com",
+            json!({"type": "mailbox", "greylisting": true, "messages_per_hour": 0, "recipients_per_hour": 500}),
+        ) else {
+            panic!("not a mailbox")
+        };
+        assert_eq!(mailbox.policy.messages_per_hour, Some(0));
+        assert_eq!(mailbox.policy.recipients_per_hour, Some(500));
+        // Absent means inherit, and a document without any keeps its old body exactly.
+        let Document::Mailbox(plain) = parse("mailbox:bob@example.com", json!({"type": "mailbox"})).unwrap() else {
+            panic!("not a mailbox")
+        };
+        assert!(plain.policy.is_empty());
+        let body = Document::Mailbox(plain).to_body();
+        assert!(PolicySettings::FIELDS.iter().all(|field| !body.contains_key(*field)), "{body:?}");
+        // Null reads as absent, as for the other optional fields.
+        check_round_trip("domain:example.com", json!({"type": "domain", "spam_threshold": null}));
+    }
+
+    #[test]
+    fn ill_typed_policy_settings_are_named() {
+        check_refused("domain:example.com", json!({"type": "domain", "greylisting": "no"}), "greylisting");
+        check_refused("domain:example.com", json!({"type": "domain", "spam_threshold": "5"}), "spam_threshold");
+        check_refused("domain:example.com", json!({"type": "domain", "spam_threshold": 5.55}), "spam_threshold");
+        check_refused("domain:example.com", json!({"type": "domain", "spam_reject": 1000}), "spam_reject");
+        check_refused("mailbox:alice@example.com", json!({"type": "mailbox", "spam_threshold": -1}), "spam_threshold");
+        check_refused(
+            "mailbox:alice@example.com",
+            json!({"type": "mailbox", "messages_per_hour": -1}),
+            "messages_per_hour",
+        );
+        check_refused(
+            "mailbox:alice@example.com",
+            json!({"type": "mailbox", "recipients_per_hour": 1_000_001}),
+            "recipients_per_hour",
+        );
+        let err = check_refused(
+            "mailbox:alice@example.com",
+            json!({"type": "mailbox", "spam_threshold": 8, "spam_reject": 8}),
+            "spam_reject",
+        );
+        assert!(err.message.contains("above spam_threshold"), "{err}");
+        // The other fields are still named as before.
+        check_refused(
+            "mailbox:alice@example.com",
+            json!({"type": "mailbox", "greylisting": true, "active": 1}),
+            "active",
+        );
+    }
+
+    #[test]
+    fn listings_round_trip_and_keep_their_key_in_the_id() {
+        let Document::Listing(listing) = check_round_trip(
+            "listing:mailbox:alice@example.com:block:sender:spam@bad.example",
+            json!({"type": "listing", "note": "keeps writing", "created": 1_700_000_000u64}),
+        ) else {
+            panic!("not a listing")
+        };
+        assert_eq!(listing.key.scope, crate::ListingScope::Mailbox(Address::parse("alice@example.com").unwrap()));
+        assert_eq!(listing.key.action, crate::ListingAction::Block);
+        assert_eq!(listing.note, "keeps writing");
+        check_round_trip("listing:global:allow:client:2001:db8::/32", json!({"type": "listing"}));
+        check_round_trip("listing:domain:example.com:block:sender-domain:bad.example", json!({"type": "listing"}));
+
+        let err = check_refused("listing:global:block:client:192.0.2.7/24", json!({"type": "listing"}), "_id");
+        assert!(err.message.contains("write `listing:global:block:client:192.0.2.0/24`"), "{err}");
+        let err = check_refused(
+            "listing:domain:Example.com:block:sender:Spam@Bad.example",
+            json!({"type": "listing"}),
+            "_id",
+        );
+        assert!(err.message.contains("write `listing:domain:example.com:block:sender:spam@bad.example`"), "{err}");
+        check_refused("listing:global:reject:client:192.0.2.1", json!({"type": "listing"}), "_id");
+        check_refused("listing:global:block:client:192.0.2.1", json!({"type": "listing", "note": 5}), "note");
+        check_refused("listing:global:block:client:192.0.2.1", json!({"type": "listing", "note": "a\nb"}), "note");
+        let long = "n".repeat(crate::MAX_LISTING_NOTE_CHARS + 1);
+        check_refused("listing:global:block:client:192.0.2.1", json!({"type": "listing", "note": long}), "note");
+        check_refused("listing:global:block:client:192.0.2.1", json!({"type": "listing", "created": -5}), "created");
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //! ([`PasswordHash`], written as argon2id in Dovecot's `{ARGON2ID}` form),
 //! and makes and checks API bearer tokens ([`Token::generate`],
 //! [`split_bearer`], [`Token::verify_secret`]).
+//! For bad-mail mitigation (issue #5) it types block and allow listings
+//! ([`Listing`], keyed by [`ListingKey`]: scope, action, what they match, with
+//! [`IpNetwork`] for client networks) and the per-domain and per-mailbox
+//! [`PolicySettings`] (greylisting opt-out, [`SpamScore`] thresholds, hourly
+//! sending limits).
 //!
 //! The crate does no I/O: rules that need other documents (a mailbox needs
 //! its domain, aliases must not loop) live in `couchmail-directory`.
@@ -46,7 +51,9 @@ mod address;
 pub mod couchdb;
 mod document;
 mod error;
+mod listing;
 mod password;
+mod policy;
 mod token;
 
 pub use address::{Address, AliasKey, DomainName, MAX_ADDRESS_LEN, MAX_DOMAIN_LEN, MAX_LABEL_LEN, MAX_LOCAL_LEN};
@@ -55,5 +62,9 @@ pub use document::{
     MIN_QUOTA_BYTES, Mailbox, Role, SieveName, SieveScript, Token, TokenPrincipal,
 };
 pub use error::ValidationError;
+pub use listing::{
+    IpNetwork, Listing, ListingAction, ListingKey, ListingKind, ListingScope, ListingValue, MAX_LISTING_NOTE_CHARS,
+};
 pub use password::{MIN_PASSWORD_CHARS, Password, PasswordHash, PasswordScheme};
+pub use policy::{MAX_HOURLY_LIMIT, MAX_SPAM_SCORE_TENTHS, MIN_SPAM_SCORE_TENTHS, PolicySettings, SpamScore};
 pub use token::{TOKEN_ID_LEN, TOKEN_PREFIX, TOKEN_SECRET_LEN, split_bearer};

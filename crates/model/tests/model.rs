@@ -8,8 +8,9 @@
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on an unexpected error")]
 
 use couchmail_model::{
-    Address, Alias, AliasKey, Document, Domain, DomainAlias, DomainName, MAX_ALIAS_TARGETS, MAX_QUOTA_BYTES,
-    MIN_QUOTA_BYTES, Mailbox, PasswordHash, Role, SieveName, SieveScript, Token, TokenPrincipal,
+    Address, Alias, AliasKey, Document, Domain, DomainAlias, DomainName, IpNetwork, Listing, ListingAction, ListingKey,
+    ListingScope, ListingValue, MAX_ALIAS_TARGETS, MAX_QUOTA_BYTES, MIN_QUOTA_BYTES, Mailbox, PasswordHash,
+    PolicySettings, Role, SieveName, SieveScript, SpamScore, Token, TokenPrincipal,
 };
 use proptest::prelude::*;
 
@@ -180,10 +181,50 @@ fn role() -> impl Strategy<Value = Role> {
     prop_oneof![Just(Role::Admin), domain_name().prop_map(Role::DomainAdmin)]
 }
 
+/// Policy settings that pass their own rules: a reject score above the threshold.
+fn policy() -> impl Strategy<Value = PolicySettings> {
+    let score = || prop::option::of((0..=1000i32).prop_map(|tenths| SpamScore::from_tenths(tenths).unwrap()));
+    let limit = || prop::option::of(0..=couchmail_model::MAX_HOURLY_LIMIT);
+    (prop::option::of(any::<bool>()), score(), score(), limit(), limit())
+        .prop_map(|(greylisting, spam_threshold, spam_reject, messages_per_hour, recipients_per_hour)| PolicySettings {
+            greylisting,
+            spam_threshold,
+            spam_reject,
+            messages_per_hour,
+            recipients_per_hour,
+        })
+        .prop_filter("reject at or below the threshold", |policy| policy.validate().is_ok())
+}
+
+fn listing() -> impl Strategy<Value = Listing> {
+    let scope = prop_oneof![
+        Just(ListingScope::Global),
+        domain_name().prop_map(ListingScope::Domain),
+        address().prop_map(ListingScope::Mailbox),
+    ];
+    let action = prop_oneof![Just(ListingAction::Block), Just(ListingAction::Allow)];
+    let network = prop_oneof![
+        (any::<[u8; 4]>(), 0..=32u8).prop_map(|(octets, len)| IpNetwork::containing(octets.into(), len)),
+        (any::<[u16; 8]>(), 0..=128u8)
+            .prop_filter("IPv4-mapped", |(segments, _)| {
+                std::net::Ipv6Addr::from(*segments).to_ipv4_mapped().is_none()
+            })
+            .prop_map(|(segments, len)| IpNetwork::containing(segments.into(), len)),
+    ];
+    let value = prop_oneof![
+        address().prop_map(ListingValue::Sender),
+        domain_name().prop_map(ListingValue::SenderDomain),
+        network.prop_map(ListingValue::Client),
+    ];
+    (scope, action, value, "[^\\p{Cc}]{0,30}", prop::option::of(any::<u64>())).prop_map(
+        |(scope, action, value, note, created)| Listing { key: ListingKey { scope, action, value }, note, created },
+    )
+}
+
 fn document() -> impl Strategy<Value = Document> {
-    let domain = (domain_name(), any::<bool>(), quota(), prop::option::of(1u32..)).prop_map(
-        |(name, active, quota_default, max_mailboxes)| {
-            Document::Domain(Domain { name, active, quota_default, max_mailboxes })
+    let domain = (domain_name(), any::<bool>(), quota(), prop::option::of(1u32..), policy()).prop_map(
+        |(name, active, quota_default, max_mailboxes, policy)| {
+            Document::Domain(Domain { name, active, quota_default, max_mailboxes, policy })
         },
     );
     let domain_alias = (domain_name(), domain_name())
@@ -197,8 +238,9 @@ fn document() -> impl Strategy<Value = Document> {
         quota(),
         prop::collection::btree_set(role(), 0..3),
         prop::option::of(sieve_name()),
+        policy(),
     )
-        .prop_map(|(address, name, password, active, quota_bytes, roles, sieve_active)| {
+        .prop_map(|(address, name, password, active, quota_bytes, roles, sieve_active, policy)| {
             Document::Mailbox(Mailbox {
                 address,
                 name,
@@ -207,6 +249,7 @@ fn document() -> impl Strategy<Value = Document> {
                 quota_bytes,
                 roles: roles.into_iter().collect(),
                 sieve_active,
+                policy,
             })
         });
     let alias_key = prop_oneof![address().prop_map(AliasKey::Address), domain_name().prop_map(AliasKey::CatchAll)];
@@ -225,7 +268,7 @@ fn document() -> impl Strategy<Value = Document> {
         let (token, _bearer) = Token::generate(principal, label, created);
         Document::Token(token)
     });
-    prop_oneof![domain, domain_alias, mailbox, alias, sieve, token]
+    prop_oneof![domain, domain_alias, mailbox, alias, sieve, token, listing().prop_map(Document::Listing)]
 }
 
 // ---------------------------------------------------------------------------

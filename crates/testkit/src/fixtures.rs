@@ -4,7 +4,8 @@
 //! tests, and a typo there should stop the test at once.
 
 use couchmail_model::{
-    Address, Alias, AliasKey, Document, Domain, DomainAlias, DomainName, Mailbox, SieveName, SieveScript,
+    Address, Alias, AliasKey, Document, Domain, DomainAlias, DomainName, Listing, ListingKey, Mailbox, PolicySettings,
+    SieveName, SieveScript,
 };
 
 /// Parses a domain name.
@@ -19,7 +20,13 @@ pub fn address(addr: &str) -> Address {
 
 /// An active domain with no limits.
 pub fn domain(name: &str) -> Document {
-    Document::Domain(Domain { name: domain_name(name), active: true, quota_default: None, max_mailboxes: None })
+    Document::Domain(Domain {
+        name: domain_name(name),
+        active: true,
+        quota_default: None,
+        max_mailboxes: None,
+        policy: PolicySettings::default(),
+    })
 }
 
 /// `name` as an alias of domain `target`.
@@ -37,6 +44,7 @@ pub fn mailbox(addr: &str) -> Document {
         quota_bytes: None,
         roles: Vec::new(),
         sieve_active: None,
+        policy: PolicySettings::default(),
     })
 }
 
@@ -79,5 +87,28 @@ pub fn with_sieve_active(mut mailbox: Document, name: &str) -> Document {
 
 /// An active domain whose new mailboxes get `bytes` of quota unless they name their own.
 pub fn domain_with_quota_default(name: &str, bytes: u64) -> Document {
-    Document::Domain(Domain { name: domain_name(name), active: true, quota_default: Some(bytes), max_mailboxes: None })
+    Document::Domain(Domain {
+        name: domain_name(name),
+        active: true,
+        quota_default: Some(bytes),
+        max_mailboxes: None,
+        policy: PolicySettings::default(),
+    })
+}
+
+/// `document` (a domain or mailbox) with `policy` as its own policy settings.
+pub fn with_policy(mut document: Document, policy: PolicySettings) -> Document {
+    match &mut document {
+        Document::Domain(domain) => domain.policy = policy,
+        Document::Mailbox(mailbox) => mailbox.policy = policy,
+        _ => panic!("no policy settings on {}", document.id()),
+    }
+    document
+}
+
+/// The listing with key `key` (`global:block:client:192.0.2.0/24`, `mailbox:alice@example.com:allow:sender:…`),
+/// given in any form [`ListingKey::parse`] normalises.
+pub fn listing(key: &str) -> Document {
+    let key = ListingKey::parse(key).unwrap_or_else(|e| panic!("fixture listing `{key}`: {e}"));
+    Document::Listing(Listing { key, note: String::new(), created: None })
 }
