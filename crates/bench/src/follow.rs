@@ -9,6 +9,8 @@
 //! With `--checkpoint FILE` the follower keeps the index's checkpoint there (`FollowConfig::checkpoint`): a start
 //! with no file builds from the whole feed and saves one once ready (the ready line then waits for that save and
 //! times it); a start with a file resumes from it.
+//! With `--samples N`, once ready it also creates N mailboxes through its own store handle, as `couchmail up`'s
+//! REST API writes, timing each until its socketmap finds it (see `write_latency`), and prints a second JSON line.
 //! Once the index is ready, one JSON line goes to stdout; the process stops when its stdin closes, so it never
 //! outlives the driver.
 
@@ -26,6 +28,7 @@ use tokio::sync::watch;
 
 use crate::run::process::cpu_times;
 use crate::store::StoreSpec;
+use crate::write_latency::{self, SampleOptions};
 
 /// The longest start-up build waited for.
 const BUILD_LIMIT: Duration = Duration::from_secs(3600);
@@ -44,6 +47,9 @@ pub struct Options {
     /// The index's checkpoint file: resumed from when it exists, saved once the index is ready.
     #[arg(long)]
     checkpoint: Option<PathBuf>,
+    /// Mailboxes created in this process once the index is ready (none unless --samples is given).
+    #[command(flatten)]
+    writes: SampleOptions,
 }
 
 pub fn main(options: &Options) -> Result<()> {
@@ -76,8 +82,12 @@ async fn follow(options: &Options) -> Result<()> {
     let before = Memory::read()?;
     let cpu_before = cpu_times("self")?.own_s;
     let build_started = Instant::now();
-    let follower =
-        tokio::spawn(couchmail_index::follow_with(config, store, Arc::clone(&index), until_stopped(stopped.clone())));
+    let follower = tokio::spawn(couchmail_index::follow_with(
+        config,
+        Arc::clone(&store),
+        Arc::clone(&index),
+        until_stopped(stopped.clone()),
+    ));
     let snapshot = index
         .wait_until(Snapshot::is_ready, BUILD_LIMIT)
         .await
@@ -126,10 +136,22 @@ async fn follow(options: &Options) -> Result<()> {
         "checkpoint_save_ms": checkpoint_save_ms,
         "checkpoint_bytes": checkpoint_bytes,
     });
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{ready}").context("write the ready line")?;
-    stdout.flush().context("flush the ready line")?;
-    drop(stdout);
+    print_line(&ready)?;
+
+    if options.writes.samples > 0 {
+        // The writer sleeps between lookups with the thread's own sleep, so it gets a blocking thread of its own,
+        // and drives its futures there on this runtime, as a request handler of the API would use the store.
+        let runtime = tokio::runtime::Handle::current();
+        let (socket, writes) = (options.socketmap.clone(), options.writes.clone());
+        let latency = tokio::task::spawn_blocking(move || {
+            runtime.block_on(async move { write_latency::measure(store.as_ref(), &socket, &writes).await })
+        })
+        .await
+        .context("the writer panicked")??;
+        print_line(&latency)?;
+    } else {
+        drop(store);
+    }
 
     // Reading stdin blocks, so it gets a thread of its own; its end (the driver closing the pipe, or exiting) is
     // the signal to stop.
@@ -145,6 +167,13 @@ async fn follow(options: &Options) -> Result<()> {
     follower.await.context("the follower panicked")?;
     eprintln!("couchmail-bench follow: {} socketmap requests served", stats.n_requests);
     Ok(())
+}
+
+/// Writes one JSON line to stdout at once: the driver waits for it.
+fn print_line(value: &serde_json::Value) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{value}").context("write to stdout")?;
+    stdout.flush().context("flush stdout")
 }
 
 /// Waits until the follower has saved a checkpoint of what it applied, and returns how long that took.

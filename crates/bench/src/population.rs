@@ -9,7 +9,9 @@
 //! the same kind of store.
 
 use anyhow::{Context, Result};
-use couchmail_model::{Address, Alias, AliasKey, Document, Domain, DomainAlias, DomainName, Mailbox, PasswordHash};
+use couchmail_model::{
+    Address, Alias, AliasKey, Document, Domain, DomainAlias, DomainName, Mailbox, PasswordHash, PolicySettings,
+};
 
 /// The password of every mailbox.
 pub const PASSWORD: &str = "benchmark password";
@@ -48,7 +50,13 @@ impl Population {
         let mut documents = Vec::with_capacity(self.n_domains() + self.n_mailboxes);
         for domain_idx in 0..self.n_domains() {
             let name: DomainName = self.domain_name(domain_idx).parse().context("a generated domain name")?;
-            documents.push(Document::Domain(Domain { name, active: true, quota_default: None, max_mailboxes: None }));
+            documents.push(Document::Domain(Domain {
+                name,
+                active: true,
+                quota_default: None,
+                max_mailboxes: None,
+                policy: PolicySettings::default(),
+            }));
         }
         for user_idx in 0..self.n_mailboxes {
             let address: Address = self.address(user_idx).parse().context("a generated address")?;
@@ -60,6 +68,7 @@ impl Population {
                 quota_bytes: Some(1 << 30),
                 roles: Vec::new(),
                 sieve_active: None,
+                policy: PolicySettings::default(),
             }));
         }
         Ok(documents)

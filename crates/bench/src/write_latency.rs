@@ -2,9 +2,10 @@
 //! answer of the socketmap, the path a new address takes to Postfix.
 //!
 //! A `couchmail-bench follow` process follows the same store and serves the socketmap. This process creates
-//! mailboxes one at a time through the store (`Store::put`, as the API and CLI write), and after each write asks
-//! the socketmap's `mailboxes` map for the new address, over one connection as Postfix keeps it, until the answer
-//! is found.
+//! mailboxes one at a time through the store (`Store::put`), as `couchmail`'s CLI does from a process of its own,
+//! and after each asks the socketmap's `mailboxes` map for the new address, over one connection as Postfix keeps
+//! it, until the answer is found. `follow --write-samples` runs the same loop inside the follower's process,
+//! through the follower's own store handle, as `couchmail up`'s REST API writes.
 //! The socketmap has no way to push an answer, so the client asks again every `--poll-us` microseconds: a figure
 //! is late by up to one interval plus a round trip (about 0.05 ms, the socketmap's p50 in issue #3's table).
 //! The wait uses the thread's own sleep, not tokio's timer, whose resolution is a millisecond.
@@ -12,13 +13,14 @@
 //! waiting on the changes feed, as an administrator's occasional write does.
 //! One JSON line goes to stdout.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use couchmail_model::{Address, Document, Mailbox, PasswordHash};
+use couchmail_model::{Address, Document, Mailbox, PasswordHash, PolicySettings};
 use couchmail_socketmap::{Client, Reply};
-use serde_json::json;
+use couchmail_store::Store;
+use serde_json::{Value, json};
 
 use crate::population::Population;
 use crate::socketmap_client::percentile_us;
@@ -35,31 +37,46 @@ pub struct Options {
     /// The socketmap of the `follow` process following that store.
     #[arg(long)]
     socket: PathBuf,
+    #[command(flatten)]
+    samples: SampleOptions,
+}
+
+/// What is written and how it is timed.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SampleOptions {
     /// How many mailboxes are created, one at a time, each timed.
-    #[arg(long)]
-    samples: usize,
+    #[arg(long = "samples", default_value_t = 0)]
+    pub samples: usize,
     /// Writes made first, not timed, so that connections and caches are warm.
     #[arg(long, default_value_t = 20)]
-    warm_up: usize,
+    pub warm_up: usize,
+    /// The number of the first new mailbox (`new<N>@…`), so that runs against one store make different ones.
+    #[arg(long, default_value_t = 0)]
+    pub first: usize,
     /// How many mailboxes the store holds already (the new ones go into its domains).
     #[arg(long)]
-    mailboxes: usize,
+    pub mailboxes: Option<usize>,
     /// A file holding the `{ARGON2ID}…` hash each new mailbox carries.
     #[arg(long)]
-    hash_file: PathBuf,
+    pub hash_file: Option<PathBuf>,
     /// Microseconds between two lookups of an address not found yet.
     #[arg(long, default_value_t = 100)]
-    poll_us: u64,
+    pub poll_us: u64,
     /// Milliseconds between one address found and the next write.
     #[arg(long, default_value_t = 5)]
-    gap_ms: u64,
+    pub gap_ms: u64,
 }
 
 pub fn main(options: &Options) -> Result<()> {
     // One thread: the writes, the lookups and the sleeps between them take turns, so nothing else in this
     // process competes with the follower and the socketmap server for the two cores.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("start tokio")?;
-    runtime.block_on(measure(options))
+    let result = runtime.block_on(async {
+        let store = options.store.open().await?;
+        measure(store.as_ref(), &options.socket, &options.samples).await
+    })?;
+    println!("{result}");
+    Ok(())
 }
 
 /// One timed creation.
@@ -70,22 +87,26 @@ struct Sample {
     n_lookups: usize,
 }
 
-async fn measure(options: &Options) -> Result<()> {
-    let hash_text = std::fs::read_to_string(&options.hash_file)
-        .with_context(|| format!("read the hash from {}", options.hash_file.display()))?;
+/// Creates `options.warm_up + options.samples` mailboxes through `store`, timing each but the warm-up ones until
+/// the socketmap at `socket` finds it; returns the percentiles as JSON.
+///
+/// It sleeps with the thread's own sleep between lookups: run it on a thread of its own.
+pub async fn measure(store: &dyn Store, socket: &Path, options: &SampleOptions) -> Result<Value> {
+    let hash_file = options.hash_file.as_ref().context("--hash-file is needed to create mailboxes")?;
+    let hash_text =
+        std::fs::read_to_string(hash_file).with_context(|| format!("read the hash from {}", hash_file.display()))?;
     let hash = PasswordHash::parse(hash_text.trim()).context("the hash file holds no valid hash")?;
-    let population = Population::new(options.mailboxes);
-    let store = options.store.open().await?;
-    let mut client = Client::connect_unix(&options.socket).await.context("connect to the socketmap")?;
+    let population = Population::new(options.mailboxes.context("--mailboxes is needed to create mailboxes")?);
+    let mut client = Client::connect_unix(socket).await.context("connect to the socketmap")?;
     let poll_interval = Duration::from_micros(options.poll_us);
     let gap = Duration::from_millis(options.gap_ms);
 
     let mut samples = Vec::with_capacity(options.samples);
     for sample_idx in 0..options.warm_up + options.samples {
-        let address: Address =
-            format!("new{sample_idx}@{}", population.domain_name(sample_idx % population.n_domains()))
-                .parse()
-                .context("a generated address")?;
+        let user_idx = options.first + sample_idx;
+        let address: Address = format!("new{user_idx}@{}", population.domain_name(user_idx % population.n_domains()))
+            .parse()
+            .context("a generated address")?;
         let key = address.to_string();
         let document = Document::Mailbox(Mailbox {
             address,
@@ -95,6 +116,7 @@ async fn measure(options: &Options) -> Result<()> {
             quota_bytes: Some(1 << 30),
             roles: Vec::new(),
             sieve_active: None,
+            policy: PolicySettings::default(),
         });
         // Not timed: the address must not be found before it is written, or the figure would mean nothing.
         match client.lookup("mailboxes", &key).await.with_context(|| format!("look up {key}"))? {
@@ -117,7 +139,7 @@ async fn measure(options: &Options) -> Result<()> {
             if written.elapsed() > ANSWER_LIMIT {
                 bail!("{key} was not found within {ANSWER_LIMIT:?} of its write");
             }
-            // A blocking sleep on purpose: this runtime has nothing else to run, and tokio's timer rounds up to
+            // A blocking sleep on purpose: this thread has nothing else to run, and tokio's timer rounds up to
             // whole milliseconds.
             std::thread::sleep(poll_interval);
         }
@@ -142,18 +164,14 @@ async fn measure(options: &Options) -> Result<()> {
             "max": percentile_us(&latencies, 1.0),
         })
     };
-    println!(
-        "{}",
-        json!({
-            "store": options.store.to_string(),
-            "samples": samples.len(),
-            "poll_us": options.poll_us,
-            "gap_ms": options.gap_ms,
-            "write_to_answer_us": percentiles(|sample| sample.write_to_answer),
-            "commit_to_answer_us": percentiles(|sample| sample.commit_to_answer),
-            "put_us": percentiles(|sample| sample.put),
-            "lookups_per_sample": n_lookups as f64 / samples.len().max(1) as f64,
-        })
-    );
-    Ok(())
+    Ok(json!({
+        "store": store.describe(),
+        "samples": samples.len(),
+        "poll_us": options.poll_us,
+        "gap_ms": options.gap_ms,
+        "write_to_answer_us": percentiles(|sample| sample.write_to_answer),
+        "commit_to_answer_us": percentiles(|sample| sample.commit_to_answer),
+        "put_us": percentiles(|sample| sample.put),
+        "lookups_per_sample": n_lookups as f64 / samples.len().max(1) as f64,
+    }))
 }

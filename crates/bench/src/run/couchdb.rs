@@ -7,18 +7,18 @@
 //! against both; stop `follow` and start it again, to time the start from the checkpoint.
 //! CouchDB is played by pouchdb-server (see [`super::pouchdb`]).
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use couchmail_model::{Document, PasswordHash};
 use serde_json::Value;
 
 use super::pouchdb::PouchDb;
 use super::process::{ChildGuard, cpu_times, output, shown};
-use super::read_ready_line;
 use crate::follow::status_kib;
 use crate::population::Population;
 use crate::store::StoreSpec;
@@ -45,8 +45,10 @@ pub struct StoreRun {
     pub ready: Value,
     /// Its ready line when started again from the checkpoint.
     pub resumed: Value,
-    /// `write-latency`'s result.
-    pub latency: Value,
+    /// `write-latency`'s result, written from a process of its own (as the CLI writes).
+    pub latency_other_process: Value,
+    /// The same, written from within the `follow` process (as the REST API of `couchmail up` writes).
+    pub latency_in_process: Value,
     /// CPU seconds the store's server spent while the index was built (pouchdb-server; SQLite has no server).
     pub server_build_cpu_s: Option<f64>,
     /// The same for the start from the checkpoint.
@@ -151,7 +153,8 @@ async fn fill_sqlite(spec: &StoreSpec, documents: &Arc<Vec<Document>>) -> Result
 }
 
 /// Runs `follow` on the filled store with a checkpoint file, from scratch (it saves the checkpoint once ready), and
-/// `write-latency` against it; stops it, then starts `follow` again to time the start from that checkpoint.
+/// `write-latency` against it from another process; stops it, then starts `follow` again to time the start from
+/// that checkpoint, and has it time writes made in its own process.
 fn measure(
     setup: &Setup<'_>,
     spec: &StoreSpec,
@@ -161,9 +164,23 @@ fn measure(
     let tag = if server_pid.is_some() { "couchdb" } else { "sqlite" };
     let socketmap = setup.scratch.join(format!("socketmap-{tag}"));
     let checkpoint = setup.scratch.join(format!("{tag}-{}", couchmail_index::CHECKPOINT_FILE_NAME));
+    let sample_args = |first: usize| -> Vec<String> {
+        vec![
+            "--samples".to_owned(),
+            setup.samples.to_string(),
+            "--warm-up".to_owned(),
+            WARM_UP.to_string(),
+            "--first".to_owned(),
+            first.to_string(),
+            "--mailboxes".to_owned(),
+            setup.n_mailboxes.to_string(),
+            "--hash-file".to_owned(),
+            setup.hash_file.display().to_string(),
+        ]
+    };
 
-    let (follow, ready, server_build_cpu_s) =
-        start_follow(setup, spec, &socketmap, &checkpoint, setup.n_mailboxes, server_pid, commands)?;
+    let scratch_follow = FollowRun { socketmap: &socketmap, checkpoint: &checkpoint, server_pid };
+    let follow = scratch_follow.start(setup, spec, setup.n_mailboxes, &[], commands)?;
     let mut latency_command = Command::new(setup.bench_exe);
     latency_command
         .arg("write-latency")
@@ -171,79 +188,110 @@ fn measure(
         .arg(spec.to_string())
         .arg("--socket")
         .arg(&socketmap)
-        .args(["--samples", &setup.samples.to_string()])
-        .args(["--warm-up", &WARM_UP.to_string()])
-        .args(["--mailboxes", &setup.n_mailboxes.to_string()])
-        .arg("--hash-file")
-        .arg(setup.hash_file);
+        .args(sample_args(0));
     let latency_shown = shown(&latency_command);
     eprintln!("bench: {latency_shown}");
     commands.push(latency_shown.clone());
     let printed = output(&mut latency_command)?;
     let stdout = String::from_utf8_lossy(&printed.stdout);
-    let latency: Value =
+    let other_process: Value =
         serde_json::from_str(stdout.trim()).with_context(|| format!("`{latency_shown}` printed `{stdout}`"))?;
-    eprintln!("bench: {} write → answer: {latency}", spec.backend_name());
+    eprintln!("bench: {} write → answer, another process: {other_process}", spec.backend_name());
     // Stopping saves the checkpoint once more, with the mailboxes just created.
-    follow.close_and_wait(Duration::from_secs(60))?;
+    follow.guard.close_and_wait(Duration::from_secs(60))?;
 
-    let n_mailboxes = setup.n_mailboxes + WARM_UP + setup.samples;
-    let (follow, resumed, resumed_server_cpu_s) =
-        start_follow(setup, spec, &socketmap, &checkpoint, n_mailboxes, server_pid, commands)?;
-    follow.close_and_wait(Duration::from_secs(60))?;
+    let n_written = WARM_UP + setup.samples;
+    let mut resumed =
+        scratch_follow.start(setup, spec, setup.n_mailboxes + n_written, &sample_args(n_written), commands)?;
+    let in_process = resumed.next_line()?;
+    eprintln!("bench: {} write → answer, in the follower's process: {in_process}", spec.backend_name());
+    resumed.guard.close_and_wait(Duration::from_secs(60))?;
 
     Ok(StoreRun {
         backend: spec.backend_name(),
         is_couch: server_pid.is_some(),
         fill_s: 0.0,
-        ready,
-        resumed,
-        latency,
-        server_build_cpu_s,
-        resumed_server_cpu_s,
+        ready: follow.ready,
+        resumed: resumed.ready,
+        latency_other_process: other_process,
+        latency_in_process: in_process,
+        server_build_cpu_s: follow.server_cpu_s,
+        resumed_server_cpu_s: resumed.server_cpu_s,
         server_rss_kib: None,
         store_bytes: 0,
     })
 }
 
-/// Starts `follow` and waits for its ready line; returns it with the store server's CPU seconds until then.
-fn start_follow(
-    setup: &Setup<'_>,
-    spec: &StoreSpec,
-    socketmap: &Path,
-    checkpoint: &Path,
-    n_mailboxes: usize,
+/// Where a `follow` process listens and keeps its checkpoint, and the store server to charge CPU to.
+struct FollowRun<'a> {
+    socketmap: &'a Path,
+    checkpoint: &'a Path,
     server_pid: Option<u32>,
-    commands: &mut Vec<String>,
-) -> Result<(ChildGuard, Value, Option<f64>)> {
-    let mut command = Command::new(setup.bench_exe);
-    command
-        .arg("follow")
-        .arg("--store")
-        .arg(spec.to_string())
-        .arg("--socketmap")
-        .arg(socketmap)
-        .arg("--checkpoint")
-        .arg(checkpoint)
-        .args(["--expect-mailboxes", &n_mailboxes.to_string()]);
-    let shown_command = shown(&command);
-    eprintln!("bench: {shown_command}");
-    commands.push(shown_command.clone());
-    let server_cpu = || -> Result<Option<f64>> {
-        server_pid.map(|pid| cpu_times(&pid.to_string()).map(|times| times.own_s)).transpose()
-    };
-    let server_cpu_before = server_cpu()?;
-    let mut follow = ChildGuard::new(
+}
+
+/// A running `follow` process and what it said once ready.
+struct Follow {
+    guard: ChildGuard,
+    stdout: BufReader<ChildStdout>,
+    ready: Value,
+    /// The store server's CPU seconds from the start to the ready line.
+    server_cpu_s: Option<f64>,
+}
+
+impl Follow {
+    /// The next JSON line `follow` prints.
+    fn next_line(&mut self) -> Result<Value> {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).context("read from couchmail-bench follow")?;
+        if line.trim().is_empty() {
+            bail!("couchmail-bench follow ended early (its errors are above)");
+        }
+        serde_json::from_str(line.trim()).with_context(|| format!("couchmail-bench follow printed `{line}`"))
+    }
+}
+
+impl FollowRun<'_> {
+    /// Starts `follow` with `extra_args` and waits for its ready line.
+    fn start(
+        &self,
+        setup: &Setup<'_>,
+        spec: &StoreSpec,
+        n_mailboxes: usize,
+        extra_args: &[String],
+        commands: &mut Vec<String>,
+    ) -> Result<Follow> {
+        let mut command = Command::new(setup.bench_exe);
         command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start `{shown_command}`"))?,
-        "couchmail-bench follow",
-    );
-    let ready = read_ready_line(&mut follow)?;
-    let server_cpu_after = server_cpu()?;
-    eprintln!("bench: {} ready: {ready}", spec.backend_name());
-    let server_cpu_s = server_cpu_after.zip(server_cpu_before).map(|(after, before)| after - before);
-    Ok((follow, ready, server_cpu_s))
+            .arg("follow")
+            .arg("--store")
+            .arg(spec.to_string())
+            .arg("--socketmap")
+            .arg(self.socketmap)
+            .arg("--checkpoint")
+            .arg(self.checkpoint)
+            .args(["--expect-mailboxes", &n_mailboxes.to_string()])
+            .args(extra_args);
+        let shown_command = shown(&command);
+        eprintln!("bench: {shown_command}");
+        commands.push(shown_command.clone());
+        let server_cpu = || -> Result<Option<f64>> {
+            self.server_pid.map(|pid| cpu_times(&pid.to_string()).map(|times| times.own_s)).transpose()
+        };
+        let server_cpu_before = server_cpu()?;
+        let mut guard = ChildGuard::new(
+            command
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .with_context(|| format!("cannot start `{shown_command}`"))?,
+            "couchmail-bench follow",
+        );
+        let stdout = guard.child.stdout.take().context("follow has no stdout")?;
+        let mut follow = Follow { guard, stdout: BufReader::new(stdout), ready: Value::Null, server_cpu_s: None };
+        follow.ready = follow.next_line()?;
+        let server_cpu_after = server_cpu()?;
+        eprintln!("bench: {} ready: {}", spec.backend_name(), follow.ready);
+        follow.server_cpu_s = server_cpu_after.zip(server_cpu_before).map(|(after, before)| after - before);
+        Ok(follow)
+    }
 }
