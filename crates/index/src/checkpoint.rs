@@ -20,12 +20,12 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use couchmail_model::{Role, Token, TokenPrincipal};
+use couchmail_model::{PolicySettings, Role, Token, TokenPrincipal};
 use couchmail_store::{Rev, Seq};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::entry::{AliasDomainEntry, AliasEntry, DomainEntry, MailboxEntry, SieveEntry};
+use crate::entry::{AliasDomainEntry, AliasEntry, DomainEntry, ListingEntry, MailboxEntry, SieveEntry};
 use crate::snapshot::RestoredEntry;
 use crate::{SkippedDocument, Snapshot};
 
@@ -35,8 +35,8 @@ pub const CHECKPOINT_FILE_NAME: &str = "index.checkpoint";
 
 /// What the header's `format` says, so that no other file is taken for a checkpoint.
 const FORMAT: &str = "couchmail-index-checkpoint";
-/// Bumped whenever the records change shape or meaning.
-const FORMAT_VERSION: u32 = 1;
+/// Bumped whenever the records change shape or meaning (2: policy settings and listings, issue #5).
+const FORMAT_VERSION: u32 = 2;
 /// The version of couchmail that writes and trusts checkpoints: entries are read back
 /// without validation, so a checkpoint from another version (whose rules may differ) is
 /// rebuilt from the store instead.
@@ -92,6 +92,7 @@ enum Record<'a> {
         active: bool,
         quota_default: Option<u64>,
         max_mailboxes: Option<u32>,
+        policy: PolicySettings,
     },
     AliasDomain {
         name: Cow<'a, str>,
@@ -104,6 +105,7 @@ enum Record<'a> {
         active: bool,
         quota_bytes: Option<u64>,
         roles: Cow<'a, [Role]>,
+        policy: PolicySettings,
     },
     Alias {
         key: Cow<'a, str>,
@@ -125,6 +127,11 @@ enum Record<'a> {
         label: Cow<'a, str>,
         created: u64,
     },
+    Listing {
+        key: Cow<'a, str>,
+        note: Cow<'a, str>,
+        created: Option<u64>,
+    },
     Invalid {
         id: Cow<'a, str>,
         rev: Cow<'a, str>,
@@ -136,13 +143,13 @@ enum Record<'a> {
 impl Record<'_> {
     fn into_entry(self) -> RestoredEntry {
         match self {
-            Record::Domain { name, active, quota_default, max_mailboxes } => {
-                RestoredEntry::Domain(DomainEntry::from_parts(&name, active, quota_default, max_mailboxes))
+            Record::Domain { name, active, quota_default, max_mailboxes, policy } => {
+                RestoredEntry::Domain(DomainEntry::from_parts(&name, active, quota_default, max_mailboxes, policy))
             }
             Record::AliasDomain { name, target } => {
                 RestoredEntry::AliasDomain(AliasDomainEntry::from_parts(&name, &target))
             }
-            Record::Mailbox { address, password, sieve_active, active, quota_bytes, roles } => {
+            Record::Mailbox { address, password, sieve_active, active, quota_bytes, roles, policy } => {
                 RestoredEntry::Mailbox(MailboxEntry::from_parts(
                     &address,
                     password.as_deref(),
@@ -150,6 +157,7 @@ impl Record<'_> {
                     active,
                     quota_bytes,
                     roles.into_owned(),
+                    policy,
                 ))
             }
             Record::Alias { key, targets, active } => {
@@ -166,6 +174,9 @@ impl Record<'_> {
                 label: label.into_owned(),
                 created,
             }),
+            Record::Listing { key, note, created } => {
+                RestoredEntry::Listing(ListingEntry::from_parts(&key, &note, created))
+            }
             Record::Invalid { id, rev, seq, reason } => RestoredEntry::Invalid(SkippedDocument {
                 id: id.into_owned(),
                 rev: Rev(rev.into_owned()),
@@ -183,6 +194,7 @@ fn records(snapshot: &Snapshot) -> impl Iterator<Item = Record<'_>> + '_ {
         active: entry.is_active(),
         quota_default: entry.quota_default(),
         max_mailboxes: entry.max_mailboxes(),
+        policy: *entry.policy(),
     });
     let alias_domains = snapshot
         .alias_domains()
@@ -194,6 +206,7 @@ fn records(snapshot: &Snapshot) -> impl Iterator<Item = Record<'_>> + '_ {
         active: entry.is_active(),
         quota_bytes: entry.quota_bytes(),
         roles: entry.roles().into(),
+        policy: entry.policy(),
     });
     let aliases = snapshot.aliases().map(|entry| Record::Alias {
         key: entry.key().into(),
@@ -214,13 +227,25 @@ fn records(snapshot: &Snapshot) -> impl Iterator<Item = Record<'_>> + '_ {
         label: token.label.as_str().into(),
         created: token.created,
     });
+    let listings = snapshot.listings().map(|entry| Record::Listing {
+        key: entry.key().into(),
+        note: entry.note().into(),
+        created: entry.created(),
+    });
     let invalid = snapshot.invalid_documents().map(|skipped| Record::Invalid {
         id: skipped.id.as_str().into(),
         rev: skipped.rev.0.as_str().into(),
         seq: skipped.seq.0.as_str().into(),
         reason: skipped.reason.as_str().into(),
     });
-    domains.chain(alias_domains).chain(mailboxes).chain(aliases).chain(sieves).chain(tokens).chain(invalid)
+    domains
+        .chain(alias_domains)
+        .chain(mailboxes)
+        .chain(aliases)
+        .chain(sieves)
+        .chain(tokens)
+        .chain(listings)
+        .chain(invalid)
 }
 
 /// How many records `snapshot` makes.
@@ -232,6 +257,7 @@ fn record_count(snapshot: &Snapshot) -> usize {
         + counts.aliases
         + counts.sieve_scripts
         + counts.tokens
+        + counts.listings
         + counts.invalid_documents
 }
 
@@ -433,14 +459,26 @@ mod tests {
         let hash = "{ARGON2ID}$argon2id$v=19$m=1024,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$avUvXNtnn/GNZVscoS8F6XVDSn5QnlrimsKMNNw4iI8";
         let mut snapshot = Snapshot::from_documents([
             doc("domain:example.com", serde_json::json!({ "type": "domain", "quota_default": 1 << 30 })),
-            doc("domain:example.org", serde_json::json!({ "type": "domain", "active": false, "max_mailboxes": 5 })),
+            doc(
+                "domain:example.org",
+                serde_json::json!({ "type": "domain", "active": false, "max_mailboxes": 5, "greylisting": false,
+                    "spam_threshold": 6.5 }),
+            ),
             doc("domain-alias:example.net", serde_json::json!({ "type": "domain-alias", "target": "example.com" })),
             doc(
                 "mailbox:alice@example.com",
                 serde_json::json!({ "type": "mailbox", "password": hash, "roles": ["admin", "domain-admin:example.org"],
                     "sieve_active": "main filter", "quota_bytes": 1 << 21 }),
             ),
-            doc("mailbox:bob@example.com", serde_json::json!({ "type": "mailbox", "active": false })),
+            doc(
+                "mailbox:bob@example.com",
+                serde_json::json!({ "type": "mailbox", "active": false, "messages_per_hour": 20 }),
+            ),
+            doc("listing:global:block:client:2001:db8::/32", serde_json::json!({ "type": "listing", "note": "abuse" })),
+            doc(
+                "listing:mailbox:alice@example.com:allow:sender:friend@elsewhere.example",
+                serde_json::json!({ "type": "listing", "created": 1_700_000_000 }),
+            ),
             doc(
                 "alias:info@example.com",
                 serde_json::json!({ "type": "alias", "targets": ["alice@example.com", "x@elsewhere.example"] }),
@@ -484,6 +522,7 @@ mod tests {
         lines.extend(snapshot.aliases().map(|entry| format!("{entry:?}")));
         lines.extend(snapshot.all_sieve_scripts().map(|entry| format!("{entry:?}")));
         lines.extend(snapshot.tokens().map(|token| format!("{token:?}")));
+        lines.extend(snapshot.listings().map(|entry| format!("{entry:?}")));
         lines.extend(snapshot.invalid_documents().map(|skipped| format!("{skipped:?}")));
         lines.sort();
         lines.join("\n")
@@ -496,7 +535,7 @@ mod tests {
         let snapshot = every_kind();
         let written = save(&path, STORE, &snapshot).unwrap();
         assert_eq!(written.last_seq, Some(Seq("7".to_owned())));
-        assert_eq!(written.n_records, 10);
+        assert_eq!(written.n_records, 12);
         assert_eq!(written.n_bytes, std::fs::metadata(&path).unwrap().len());
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "it holds password hashes");
@@ -517,6 +556,13 @@ mod tests {
         assert_eq!(loaded.sieve_by_id("alice@example.com", previous), Some("keep;\n"));
         assert_eq!(loaded.token("abc123").unwrap().label, "laptop");
         assert_eq!(loaded.mailbox("alice@example.com").unwrap().roles().len(), 2);
+        assert_eq!(loaded.mailbox_policy("bob@example.com").messages_per_hour, Some(20));
+        assert_eq!(loaded.domain_policy("example.org").greylisting, Some(false));
+        let scope = loaded.recipient_scope("alice@example.com");
+        let allowed = loaded.find_listing(&scope, None, "friend@elsewhere.example").unwrap();
+        assert_eq!(allowed.created(), Some(1_700_000_000));
+        let blocked = loaded.find_listing(&scope, "2001:db8::25".parse().ok(), "other@elsewhere.example").unwrap();
+        assert_eq!((blocked.key(), blocked.note()), ("global:block:client:2001:db8::/32", "abuse"));
     }
 
     #[test]

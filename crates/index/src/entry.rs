@@ -13,7 +13,10 @@ use std::hash::{Hash, Hasher};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use couchmail_model::{Alias, AliasKey, Domain, DomainAlias, Mailbox, Role, SieveScript, Token};
+use couchmail_model::{
+    Alias, AliasKey, Domain, DomainAlias, Listing, ListingAction, ListingKind, Mailbox, PolicySettings, Role,
+    SieveScript, Token,
+};
 
 /// A real domain we serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,11 +25,18 @@ pub struct DomainEntry {
     active: bool,
     quota_default: Option<u64>,
     max_mailboxes: Option<u32>,
+    policy: PolicySettings,
 }
 
 impl DomainEntry {
     pub(crate) fn from_document(domain: &Domain) -> DomainEntry {
-        DomainEntry::from_parts(domain.name.as_str(), domain.active, domain.quota_default, domain.max_mailboxes)
+        DomainEntry::from_parts(
+            domain.name.as_str(),
+            domain.active,
+            domain.quota_default,
+            domain.max_mailboxes,
+            domain.policy,
+        )
     }
 
     /// The entry as read back from a checkpoint, which holds what an entry keeps.
@@ -35,8 +45,9 @@ impl DomainEntry {
         active: bool,
         quota_default: Option<u64>,
         max_mailboxes: Option<u32>,
+        policy: PolicySettings,
     ) -> DomainEntry {
-        DomainEntry { name: name.into(), active, quota_default, max_mailboxes }
+        DomainEntry { name: name.into(), active, quota_default, max_mailboxes, policy }
     }
 
     /// The domain in normal (A-label) form.
@@ -57,6 +68,11 @@ impl DomainEntry {
     /// Most mailboxes the domain may hold.
     pub fn max_mailboxes(&self) -> Option<u32> {
         self.max_mailboxes
+    }
+
+    /// The domain's own policy settings (greylisting, spam thresholds, sending limits).
+    pub fn policy(&self) -> &PolicySettings {
+        &self.policy
     }
 }
 
@@ -101,6 +117,9 @@ pub struct MailboxEntry {
     active: bool,
     quota_bytes: Option<u64>,
     roles: Box<[Role]>,
+    /// Its own policy settings, boxed and `None` when it has none, as most mailboxes have: eight
+    /// bytes a mailbox instead of thirty.
+    policy: Option<Box<PolicySettings>>,
 }
 
 impl MailboxEntry {
@@ -112,6 +131,7 @@ impl MailboxEntry {
             mailbox.active,
             mailbox.quota_bytes,
             mailbox.roles.clone(),
+            mailbox.policy,
         )
     }
 
@@ -123,6 +143,7 @@ impl MailboxEntry {
         active: bool,
         quota_bytes: Option<u64>,
         roles: Vec<Role>,
+        policy: PolicySettings,
     ) -> MailboxEntry {
         let mut text =
             String::with_capacity(address.len() + password_hash.map_or(0, str::len) + sieve_active.map_or(0, str::len));
@@ -138,6 +159,7 @@ impl MailboxEntry {
             active,
             quota_bytes,
             roles: roles.into_boxed_slice(),
+            policy: (!policy.is_empty()).then(|| Box::new(policy)),
         }
     }
 
@@ -176,6 +198,12 @@ impl MailboxEntry {
     pub fn sieve_active(&self) -> Option<&str> {
         Some(part(&self.text, self.password_end, offset(&self.text))).filter(|name| !name.is_empty())
     }
+
+    /// The mailbox's own policy settings; what is not set here is its domain's
+    /// (see [`Snapshot::mailbox_policy`](crate::Snapshot::mailbox_policy)).
+    pub fn policy(&self) -> PolicySettings {
+        self.policy.as_deref().copied().unwrap_or_default()
+    }
 }
 
 impl fmt::Debug for MailboxEntry {
@@ -189,6 +217,7 @@ impl fmt::Debug for MailboxEntry {
             .field("quota_bytes", &self.quota_bytes)
             .field("roles", &self.roles)
             .field("sieve_active", &self.sieve_active())
+            .field("policy", &self.policy())
             .finish()
     }
 }
@@ -365,6 +394,90 @@ impl SieveEntry {
     /// The Sieve source.
     pub fn script(&self) -> &str {
         &self.script
+    }
+}
+
+/// One entry of a blocklist or allowlist.
+///
+/// Kept as its key (`<scope>:<action>:<kind>:<value>`, the `_id` without `listing:`), which is what a
+/// lookup probes for; the parts are read back from it on demand, as only a match needs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListingEntry {
+    key: Box<str>,
+    note: Box<str>,
+    created: Option<u64>,
+}
+
+impl ListingEntry {
+    pub(crate) fn from_document(listing: &Listing) -> ListingEntry {
+        ListingEntry::from_parts(&listing.key.to_string(), &listing.note, listing.created)
+    }
+
+    /// The entry as read back from a checkpoint.
+    pub(crate) fn from_parts(key: &str, note: &str, created: Option<u64>) -> ListingEntry {
+        ListingEntry { key: key.into(), note: note.into(), created }
+    }
+
+    /// `<scope>:<action>:<kind>:<value>`, the `_id` without its `listing:` prefix.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The scope: `global`, `domain:<domain>` or `mailbox:<address>`.
+    pub fn scope(&self) -> &str {
+        self.parts().0
+    }
+
+    /// `global`, `domain` or `mailbox`.
+    pub fn level(&self) -> &str {
+        self.scope().split(':').next().unwrap_or_default()
+    }
+
+    /// Block or allow.
+    pub fn action(&self) -> ListingAction {
+        // The key was in normal form when the entry was made, so anything but `allow` is `block`.
+        if self.parts().1 == ListingAction::Allow.as_str() { ListingAction::Allow } else { ListingAction::Block }
+    }
+
+    /// What it matches on.
+    pub fn kind(&self) -> ListingKind {
+        self.parts().2.parse().unwrap_or(ListingKind::Client)
+    }
+
+    /// The value it matches, in normal form: an address, a domain, or a network.
+    pub fn value(&self) -> &str {
+        self.parts().3
+    }
+
+    /// Why it was listed.
+    pub fn note(&self) -> &str {
+        &self.note
+    }
+
+    /// When it was listed, seconds since the Unix epoch.
+    pub fn created(&self) -> Option<u64> {
+        self.created
+    }
+
+    /// Scope, action, kind and value. A scope holds at most one `:` after `domain` or `mailbox`, and
+    /// the value, which comes last, may hold many (IPv6).
+    fn parts(&self) -> (&str, &str, &str, &str) {
+        let scope_len = if self.key.starts_with("global:") {
+            "global".len()
+        } else {
+            self.key.match_indices(':').nth(1).map_or(self.key.len(), |(idx, _)| idx)
+        };
+        let scope = &self.key[..scope_len];
+        let mut rest = self.key.get(scope_len + 1..).unwrap_or_default().splitn(3, ':');
+        let (action, kind, value) =
+            (rest.next().unwrap_or_default(), rest.next().unwrap_or_default(), rest.next().unwrap_or_default());
+        (scope, action, kind, value)
+    }
+}
+
+impl Keyed for ListingEntry {
+    fn key(&self) -> &str {
+        &self.key
     }
 }
 
@@ -605,6 +718,7 @@ mod tests {
             quota_bytes: Some(1 << 30),
             roles: vec!["admin".parse().unwrap()],
             sieve_active: Some(SieveName::parse("main: filters").unwrap()),
+            policy: PolicySettings::default(),
         };
         let entry = MailboxEntry::from_document(&mailbox);
         assert_eq!(entry.address(), "alice@example.com");
@@ -626,6 +740,50 @@ mod tests {
         mailbox.sieve_active = Some(SieveName::parse("x").unwrap());
         let entry = MailboxEntry::from_document(&mailbox);
         assert_eq!((entry.password_hash(), entry.sieve_active()), (None, Some("x")));
+        assert!(entry.policy.is_none(), "no settings, no allocation");
+
+        mailbox.policy.greylisting = Some(false);
+        let entry = MailboxEntry::from_document(&mailbox);
+        assert_eq!(entry.policy().greylisting, Some(false));
+    }
+
+    #[test]
+    fn listing_parts_are_read_from_the_key() {
+        for (key, scope, level, action, kind, value) in [
+            (
+                "global:block:client:2001:db8::/32",
+                "global",
+                "global",
+                ListingAction::Block,
+                ListingKind::Client,
+                "2001:db8::/32",
+            ),
+            (
+                "domain:example.com:allow:sender-domain:partner.example",
+                "domain:example.com",
+                "domain",
+                ListingAction::Allow,
+                ListingKind::SenderDomain,
+                "partner.example",
+            ),
+            (
+                "mailbox:alice@example.com:block:sender:spam@bad.example",
+                "mailbox:alice@example.com",
+                "mailbox",
+                ListingAction::Block,
+                ListingKind::Sender,
+                "spam@bad.example",
+            ),
+        ] {
+            let listing = Listing { key: key.parse().unwrap(), note: "why".to_owned(), created: Some(7) };
+            let entry = ListingEntry::from_document(&listing);
+            assert_eq!(entry.key(), key);
+            assert_eq!(
+                (entry.scope(), entry.level(), entry.action(), entry.kind(), entry.value()),
+                (scope, level, action, kind, value)
+            );
+            assert_eq!((entry.note(), entry.created()), ("why", Some(7)));
+        }
     }
 
     #[test]

@@ -232,7 +232,13 @@ mod tests {
     use couchmail_model::{Document, Domain};
 
     fn domain(name: &str) -> Document {
-        Document::Domain(Domain { name: name.parse().unwrap(), active: true, quota_default: None, max_mailboxes: None })
+        Document::Domain(Domain {
+            name: name.parse().unwrap(),
+            active: true,
+            quota_default: None,
+            max_mailboxes: None,
+            policy: Default::default(),
+        })
     }
 
     #[test]

@@ -5,7 +5,12 @@
 //! domains, alias domains, mailboxes, aliases and catch-alls, Sieve scripts
 //! and API tokens, with the lookups Postfix and Dovecot need
 //! ([`Snapshot::resolve_recipient`], [`Snapshot::deliverable_mailbox`],
-//! [`Snapshot::sender_logins`], [`Snapshot::active_sieve`], …).
+//! [`Snapshot::sender_logins`], [`Snapshot::active_sieve`], …), and what the
+//! policy service asks at RCPT time: whose blocklists and settings apply to a
+//! recipient ([`Snapshot::recipient_scope`], [`RecipientScope`]), the listing
+//! a delivery attempt matches ([`Snapshot::find_listing`]: mailbox over domain
+//! over global, allow over block within one), and the policy settings a
+//! mailbox inherits from its domain ([`Snapshot::mailbox_policy`]).
 //! The [`Index`] holds the current snapshot for every server to share; the
 //! follower ([`follow`]) reads the store's changes feed, applies each batch
 //! to a copy of the snapshot (persistent maps: O(1) to copy, O(log n) to
@@ -46,10 +51,12 @@ mod checkpoint;
 mod entry;
 mod follow;
 mod index;
+mod policy;
 mod snapshot;
 
 pub use checkpoint::CHECKPOINT_FILE_NAME;
-pub use entry::{AliasDomainEntry, AliasEntry, DomainEntry, MailboxEntry, SieveEntry};
+pub use entry::{AliasDomainEntry, AliasEntry, DomainEntry, ListingEntry, MailboxEntry, SieveEntry};
 pub use follow::{FollowConfig, follow, follow_with};
 pub use index::{CHANGES_CAPACITY, Health, Index, RECENT_SKIPPED_CAPACITY};
+pub use policy::RecipientScope;
 pub use snapshot::{Counts, MAX_ALIAS_DEPTH, MAX_ALIAS_VISITS, Recipient, SkippedDocument, Snapshot};

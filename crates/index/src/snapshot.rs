@@ -9,10 +9,12 @@ use std::borrow::{Borrow, Cow};
 use std::collections::{BTreeSet, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use couchmail_model::{DocKind, Document, Token};
+use couchmail_model::{DocKind, Document, IpNetwork, ListingKind, Token};
 use couchmail_store::{Body, Change, Rev, Seq};
 
-use crate::entry::{AliasDomainEntry, AliasEntry, DomainEntry, Keyed, MailboxEntry, OrderedTable, SieveEntry, Table};
+use crate::entry::{
+    AliasDomainEntry, AliasEntry, DomainEntry, Keyed, ListingEntry, MailboxEntry, OrderedTable, SieveEntry, Table,
+};
 
 /// How many alias hops [`Snapshot::sender_logins`] follows from the address
 /// asked about. The directory refuses loops and long chains are rare, so
@@ -57,6 +59,8 @@ pub struct Counts {
     pub sieve_scripts: usize,
     /// API tokens.
     pub tokens: usize,
+    /// Blocklist and allowlist entries.
+    pub listings: usize,
     /// Documents whose latest revision is invalid (their last valid one, if
     /// any, is still served).
     pub invalid_documents: usize,
@@ -95,6 +99,7 @@ pub(crate) enum RestoredEntry {
     Alias(AliasEntry),
     Sieve(SieveEntry),
     Token(Token),
+    Listing(ListingEntry),
     Invalid(SkippedDocument),
 }
 
@@ -113,6 +118,13 @@ pub struct Snapshot {
     aliases: Table<AliasEntry>,
     sieves: OrderedTable<SieveEntry>,
     tokens: Table<Token>,
+    pub(crate) listings: Table<ListingEntry>,
+    /// How many listings each scope (`global`, `domain:<d>`, `mailbox:<a>`) holds, so that a lookup
+    /// skips the scopes that have none (most mailboxes) without probing.
+    pub(crate) listing_scopes: imbl::HashMap<Box<str>, u32>,
+    /// How many client listings there are of each (family, prefix length), IPv6 as `true`, so that a
+    /// lookup probes one key per prefix length in use rather than one per possible length.
+    pub(crate) listing_prefix_lens: imbl::OrdMap<(bool, u8), u32>,
     invalid: OrderedTable<SkippedDocument>,
 }
 
@@ -158,6 +170,44 @@ impl Snapshot {
                 self.sieves.insert(entry);
             }
             Document::Token(token) => self.tokens.insert(token.clone()),
+            Document::Listing(listing) => self.insert_listing(ListingEntry::from_document(listing)),
+        }
+    }
+
+    /// Inserts a listing, keeping the per-scope and per-prefix counts.
+    fn insert_listing(&mut self, entry: ListingEntry) {
+        if self.listings.get(entry.key()).is_none() {
+            self.count_listing(&entry, 1);
+        }
+        self.listings.insert(entry);
+    }
+
+    /// Removes the listing with `key`; false if there was none.
+    fn remove_listing(&mut self, key: &str) -> bool {
+        let Some(entry) = self.listings.get(key).cloned() else { return false };
+        self.count_listing(&entry, -1);
+        self.listings.remove(key)
+    }
+
+    fn count_listing(&mut self, entry: &ListingEntry, delta: i32) {
+        // The count after the change; `None` when it falls to zero, so that the key goes.
+        fn bump(count: Option<u32>, delta: i32) -> Option<u32> {
+            Some(count.unwrap_or(0).saturating_add_signed(delta)).filter(|count| *count > 0)
+        }
+        let scope: Box<str> = entry.scope().into();
+        let count = bump(self.listing_scopes.get(&scope).copied(), delta);
+        match count {
+            Some(count) => self.listing_scopes.insert(scope, count),
+            None => self.listing_scopes.remove(&scope),
+        };
+        if entry.kind() == ListingKind::Client
+            && let Ok(network) = IpNetwork::parse(entry.value())
+        {
+            let prefix = (network.address().is_ipv6(), network.prefix_len());
+            match bump(self.listing_prefix_lens.get(&prefix).copied(), delta) {
+                Some(count) => self.listing_prefix_lens.insert(prefix, count),
+                None => self.listing_prefix_lens.remove(&prefix),
+            };
         }
     }
 
@@ -177,6 +227,7 @@ impl Snapshot {
             Ok(DocKind::Alias) => self.aliases.remove(key),
             Ok(DocKind::Sieve) => self.sieves.remove(key),
             Ok(DocKind::Token) => self.tokens.remove(key),
+            Ok(DocKind::Listing) => self.remove_listing(key),
             Err(_) => false,
         }
     }
@@ -220,6 +271,7 @@ impl Snapshot {
             RestoredEntry::Alias(entry) => self.aliases.insert(entry),
             RestoredEntry::Sieve(entry) => self.sieves.insert(entry),
             RestoredEntry::Token(token) => self.tokens.insert(token),
+            RestoredEntry::Listing(entry) => self.insert_listing(entry),
             RestoredEntry::Invalid(skipped) => self.invalid.insert(skipped),
         }
     }
@@ -271,6 +323,7 @@ impl Snapshot {
             aliases: self.aliases.len(),
             sieve_scripts: self.sieves.len(),
             tokens: self.tokens.len(),
+            listings: self.listings.len(),
             invalid_documents: self.invalid.len(),
         }
     }
@@ -516,6 +569,16 @@ impl Snapshot {
         self.aliases.iter()
     }
 
+    /// Every blocklist and allowlist entry, in no particular order.
+    pub fn listings(&self) -> impl Iterator<Item = &ListingEntry> + '_ {
+        self.listings.iter()
+    }
+
+    /// The listing with key `key` (its `_id` without `listing:`).
+    pub fn listing(&self, key: &str) -> Option<&ListingEntry> {
+        self.listings.get(key)
+    }
+
     fn active_alias(&self, key: &str) -> Option<&AliasEntry> {
         self.aliases.get(key).filter(|alias| alias.is_active())
     }
@@ -574,12 +637,12 @@ impl Snapshot {
 /// The local part before its `+extension` (Postfix's `recipient_delimiter`
 /// is `+`, split at the first one); `None` when there is no extension, or
 /// nothing before it.
-fn strip_extension(local: &str) -> Option<&str> {
+pub(crate) fn strip_extension(local: &str) -> Option<&str> {
     local.split_once('+').map(|(user, _)| user).filter(|user| !user.is_empty())
 }
 
 /// Folds upper-case ASCII to lower case, allocating only when there is some.
-fn fold_case(key: &str) -> Cow<'_, str> {
+pub(crate) fn fold_case(key: &str) -> Cow<'_, str> {
     if key.bytes().any(|byte| byte.is_ascii_uppercase()) {
         Cow::Owned(key.to_ascii_lowercase())
     } else {
