@@ -52,6 +52,9 @@ pub(crate) fn check(stack: &Stack) -> Result<(), Error> {
     if let Some(spam) = &stack.spam {
         check_spam(spam)?;
     }
+    if let Some(postscreen) = &stack.postscreen {
+        crate::postscreen::check(postscreen)?;
+    }
     Ok(())
 }
 

@@ -7,7 +7,8 @@
 //! `postfix/main.cf`, `postfix/master.cf`, `dovecot/dovecot.conf` and
 //! `dovecot/auth.lua` (root:dovecot 0640: it holds the secret), and with
 //! [`Stack::spam`] set, SpamAssassin's `spamassassin/local.cf` with the Sieve
-//! scripts and wrappers under `dovecot/spam/` (docs/spam.md).
+//! scripts and wrappers under `dovecot/spam/` (docs/spam.md). [`Stack::postscreen`]
+//! puts postscreen(8) with weighted DNSBLs in front of port 25 ([`Postscreen`]).
 //!
 //! The files follow the security baseline of DESIGN.md §6: STARTTLS on port
 //! 25 without AUTH, AUTH only over TLS on 465 and 587 with the sender tied
@@ -36,6 +37,7 @@ mod dovecot;
 mod error;
 mod lua;
 mod postfix;
+mod postscreen;
 mod rendered;
 mod spam;
 mod stack;
@@ -44,6 +46,10 @@ mod tls;
 mod write;
 
 pub use error::{Error, ErrorKind, WriteError};
+pub use postscreen::{
+    Cidr, DEFAULT_ALLOWLIST, DEFAULT_DNSBL_ALLOWLIST_THRESHOLD, DEFAULT_DNSBL_SITES, DEFAULT_DNSBL_THRESHOLD,
+    DnsblSite, MAX_GREET_WAIT_SECS, ParsePostscreenError, Postscreen,
+};
 pub use rendered::{Rendered, RenderedFile, render};
 pub use spam::{
     JUNK_MAILBOX, ParseSpamScoreError, SMTP_SCAN_USER, SPAM_FILTER_PROGRAM, SPAM_FILTER_SIEVE, SPAM_LEARN_HAM_SIEVE,

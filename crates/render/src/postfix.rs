@@ -1,6 +1,8 @@
 //! Postfix 3.7 `main.cf` and `master.cf` for the stack (postconf(5), master(5)).
 //!
 //! The policy, in the order a message meets it:
+//! - postscreen(8), on by default, screens port 25's clients (pregreet and
+//!   weighted DNSBL tests) before smtpd sees them (postscreen.rs).
 //! - Port 25 (MX) offers STARTTLS and no AUTH, accepts mail only for the
 //!   domains couchmail serves (`reject_unauth_destination`) and only for
 //!   addresses that exist (`reject_unlisted_recipient`, at RCPT).
@@ -18,6 +20,7 @@
 
 use std::net::IpAddr;
 
+use crate::postscreen;
 use crate::stack::{Listen, Outbound, Stack};
 use crate::text::{Text, path_text};
 use crate::tls;
@@ -144,6 +147,10 @@ pub(crate) fn main_cf(stack: &Stack) -> String {
     text.setting("smtpd_recipient_restrictions", MX_RECIPIENT_RESTRICTIONS);
     text.setting("smtpd_reject_unlisted_recipient", "yes");
     text.setting("smtpd_data_restrictions", "reject_unauth_pipelining");
+    if let Some(postscreen) = &stack.postscreen {
+        text.blank();
+        postscreen::main_cf(postscreen, &mut text);
+    }
     if let Some(reject) = stack.spam.as_ref().and_then(|spam| spam.smtp_reject.as_ref()) {
         text.blank();
         text.comment(&format!(
@@ -164,7 +171,7 @@ pub(crate) fn main_cf(stack: &Stack) -> String {
 
 /// One master.cf service line: `name type private unpriv chroot wakeup maxproc command`,
 /// with every chroot column `n`.
-struct Service<'a> {
+pub(crate) struct Service<'a> {
     name: String,
     kind: &'a str,
     private: &'a str,
@@ -176,7 +183,7 @@ struct Service<'a> {
 }
 
 impl<'a> Service<'a> {
-    fn new(name: impl Into<String>, kind: &'a str, command: &'a str) -> Service<'a> {
+    pub(crate) fn new(name: impl Into<String>, kind: &'a str, command: &'a str) -> Service<'a> {
         Service {
             name: name.into(),
             kind,
@@ -189,7 +196,7 @@ impl<'a> Service<'a> {
         }
     }
 
-    fn private(mut self, private: &'a str) -> Service<'a> {
+    pub(crate) fn private(mut self, private: &'a str) -> Service<'a> {
         self.private = private;
         self
     }
@@ -199,7 +206,7 @@ impl<'a> Service<'a> {
         self
     }
 
-    fn max_processes(mut self, max_processes: &'a str) -> Service<'a> {
+    pub(crate) fn max_processes(mut self, max_processes: &'a str) -> Service<'a> {
         self.max_processes = max_processes;
         self
     }
@@ -246,11 +253,14 @@ fn inet_name(listen: Listen, port: u16) -> String {
     }
 }
 
-/// The public port 25 service. It is one `smtpd` today; postscreen (issue #5)
-/// replaces this function's output with `postscreen`, `smtpd pass`, `dnsblog`
-/// and `tlsproxy` without touching anything else.
+/// The public port 25 services: `smtpd` alone, or with [`Stack::postscreen`] set, `postscreen` in front
+/// of `smtpd pass` with its helpers (postscreen.rs).
 fn mx_services(stack: &Stack) -> Vec<Service<'static>> {
-    vec![Service::new(inet_name(stack.listen, stack.ports.smtp), "inet", "smtpd").private("n")]
+    let name = inet_name(stack.listen, stack.ports.smtp);
+    match stack.postscreen {
+        Some(_) => postscreen::mx_services(name),
+        None => vec![Service::new(name, "inet", "smtpd").private("n")],
+    }
 }
 
 /// A submission service (587 or 465): TLS required, AUTH on, and only an

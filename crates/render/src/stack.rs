@@ -39,6 +39,10 @@ pub struct Stack {
     /// SpamAssassin: scanning at delivery per recipient, training from IMAP, optionally refusing at SMTP time.
     /// `None` leaves it out of every file. [`Spam::new`](crate::Spam::new) gives the defaults for a layout.
     pub spam: Option<crate::Spam>,
+    /// postscreen(8) in front of port 25 (pregreet and weighted DNSBL tests, an allowlist).
+    /// `None` leaves plain smtpd on the port. [`Postscreen::default`](crate::Postscreen::default) is the
+    /// production setting.
+    pub postscreen: Option<crate::Postscreen>,
 }
 
 impl Stack {
@@ -77,6 +81,7 @@ impl Stack {
             outbound: Outbound::Direct,
             postmaster_address: None,
             spam: None,
+            postscreen: Some(crate::Postscreen::default()),
         }
     }
 }

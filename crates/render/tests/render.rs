@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use couchmail_render::{Listen, Outbound, Paths, Rendered, Spam, SpamScore, Stack, render};
+use couchmail_render::{Listen, Outbound, Paths, Postscreen, Rendered, Spam, SpamScore, Stack, render};
 
 const GOLDEN_SECRET: &str = "golden-secret-\"quoted\"\\";
 
@@ -614,8 +614,11 @@ fn spam_off_renders_no_spam_file_or_setting() {
     let paths: Vec<&str> = rendered.iter().map(|(path, _)| path).collect();
     assert_eq!(paths, ["dovecot/auth.lua", "dovecot/dovecot.conf", "postfix/main.cf", "postfix/master.cf"]);
     for (path, file) in rendered.iter() {
+        // bl.spamcop.net, a DNSBL of postscreen's, is not spamc.
+        let contents: String =
+            file.contents.lines().filter(|line| !line.starts_with("postscreen_dnsbl_sites")).collect();
         for absent in ["imap_sieve", "sieve_extprograms", "smtpd_milters", "spamc", "imapsieve"] {
-            assert!(!file.contents.contains(absent), "{path} mentions {absent}");
+            assert!(!contents.contains(absent), "{path} mentions {absent}");
         }
     }
 }
@@ -649,8 +652,11 @@ fn smtp_reject_asks_the_milter_on_port_25_only() {
         Some("accept"),
         "a dead milter must not stop mail"
     );
+    // Port 25's smtpd sits behind postscreen and keeps main.cf's milter.
     let mx_line = master_cf.lines().find(|line| line.starts_with("127.0.0.1:2525 ")).unwrap();
-    assert!(mx_line.ends_with("smtpd"), "port 25 keeps main.cf's milter: {mx_line}");
+    assert!(mx_line.ends_with("postscreen"), "{mx_line}");
+    let mut after_pass = master_cf.lines().skip_while(|line| !line.starts_with("smtpd ")).skip(1);
+    assert!(after_pass.next().is_some_and(|line| !line.starts_with(' ')), "smtpd pass has no options:\n{master_cf}");
     for port in [stack.ports.submission, stack.ports.submissions] {
         assert!(service_options(&master_cf, port).contains(&"-o smtpd_milters=".to_owned()), "port {port}");
     }
@@ -736,4 +742,87 @@ fn wrappers_pass_the_same_user_name_as_spamd_user_name() {
     }
     assert_eq!(run_wrapper(&learn, &["forget", "alice@example.com"], "").0, 64, "only spam and ham are learned");
     assert_eq!(run_wrapper(&filter, &["alice"], "").0, 64, "a user name without a domain is refused");
+}
+
+// -------------------------------------------------------------------- postscreen
+
+#[test]
+fn postscreen_is_on_by_default_in_front_of_port_25() {
+    for stack in [golden_dev_stack(), golden_production_stack()] {
+        let main_cf = rendered_text(&stack, "postfix/main.cf");
+        let master_cf = rendered_text(&stack, "postfix/master.cf");
+        let services = master_services(&master_cf);
+        let find = |name: &str| services.iter().find(|columns| columns[0] == name).cloned();
+        let mx = find(&services[0][0]).unwrap();
+        assert!(mx[0].ends_with(&format!(":{}", stack.ports.smtp)) || mx[0] == stack.ports.smtp.to_string());
+        assert_eq!((mx[1].as_str(), mx[6].as_str(), mx[7].as_str()), ("inet", "1", "postscreen"), "{mx:?}");
+        assert_eq!(find("smtpd").unwrap()[1..], ["pass", "-", "-", "n", "-", "-", "smtpd"]);
+        assert_eq!(find("dnsblog").unwrap()[7], "dnsblog");
+        assert_eq!(find("tlsproxy").unwrap()[7], "tlsproxy");
+        assert_eq!(setting(&main_cf, "postscreen_greet_action").as_deref(), Some("enforce"));
+        assert_eq!(setting(&main_cf, "postscreen_dnsbl_action").as_deref(), Some("enforce"));
+        assert_eq!(setting(&main_cf, "postscreen_dnsbl_threshold").as_deref(), Some("3"));
+        assert_eq!(setting(&main_cf, "postscreen_dnsbl_allowlist_threshold").as_deref(), Some("-1"));
+        let sites = setting(&main_cf, "postscreen_dnsbl_sites").unwrap();
+        assert!(sites.starts_with("zen.spamhaus.org=127.0.0.[2..11]*3, bl.spamcop.net=127.0.0.2*2, "), "{sites}");
+        assert_eq!(
+            setting(&main_cf, "postscreen_access_list").as_deref(),
+            Some("cidr:{ { 127.0.0.0/8 permit }, { ::1/128 permit } }")
+        );
+        assert_eq!(
+            setting(&main_cf, "postscreen_cache_map").as_deref(),
+            Some("btree:$data_directory/postscreen_cache")
+        );
+    }
+}
+
+#[test]
+fn postscreen_off_leaves_plain_smtpd_on_port_25() {
+    let mut stack = golden_dev_stack();
+    stack.postscreen = None;
+    let main_cf = rendered_text(&stack, "postfix/main.cf");
+    let master_cf = rendered_text(&stack, "postfix/master.cf");
+    assert!(!main_cf.contains("postscreen") && !master_cf.contains("postscreen"));
+    let services = master_services(&master_cf);
+    let mx = services.iter().find(|columns| columns[0] == "127.0.0.1:2525").unwrap();
+    assert_eq!(mx[7], "smtpd");
+    for absent in ["dnsblog", "tlsproxy"] {
+        assert!(!services.iter().any(|columns| columns[0] == absent), "{absent}");
+    }
+}
+
+#[test]
+fn render_refuses_a_postscreen_threshold_of_zero() {
+    let mut stack = golden_dev_stack();
+    stack.postscreen.as_mut().unwrap().dnsbl_threshold = 0;
+    assert_eq!(render(&stack).unwrap_err().to_string(), "postscreen.dnsbl_threshold: must be greater than 0");
+}
+
+#[test]
+fn postfix_check_accepts_postscreen_with_test_settings() {
+    let root = tempfile::tempdir().unwrap();
+    let mut stack = Stack::dev(root.path().join("data"));
+    stack.auth_endpoint.secret = "test-secret".to_owned();
+    stack.outbound = Outbound::Error;
+    stack.postscreen = Some(Postscreen {
+        dnsbl_sites: vec!["dnsbl.test=127.0.0.2*3".parse().unwrap(), "dnswl.test*-2".parse().unwrap()],
+        dnsbl_threshold: 3,
+        dnsbl_allowlist_threshold: -1,
+        allowlist: vec!["192.0.2.0/24".parse().unwrap(), "2001:db8::/32".parse().unwrap()],
+        greet_wait_secs: Some(2),
+    });
+    let tree = build_tree(root, stack);
+    check_postfix(&tree);
+    let config_dir = tree.stack.paths.postfix_config_dir();
+    let postconf = run_silent("postconf", &["-c", config_dir.to_str().unwrap(), "postscreen_greet_wait"]);
+    assert_eq!(postconf.trim(), "postscreen_greet_wait = 2s");
+    // Postfix reads the inline allowlist as a CIDR table: the first network permits, others are unknown.
+    let access_list = run_silent("postconf", &["-c", config_dir.to_str().unwrap(), "-h", "postscreen_access_list"]);
+    let table = access_list.trim();
+    let lookup = |address: &str| {
+        Command::new(tool("postmap")).args(["-c", config_dir.to_str().unwrap(), "-q", address, table]).output().unwrap()
+    };
+    assert_eq!(String::from_utf8_lossy(&lookup("192.0.2.7").stdout).trim(), "permit");
+    assert_eq!(String::from_utf8_lossy(&lookup("2001:db8::9").stdout).trim(), "permit");
+    assert_eq!(lookup("198.51.100.1").status.code(), Some(1), "not found");
 }
