@@ -3,10 +3,14 @@
 //! [`TempStore`] is a SQLite store in a temporary directory that disappears
 //! with it; [`fixtures`] builds valid documents with few words; [`stack`]
 //! runs `couchmail up` with real Postfix and Dovecot and speaks SMTP, IMAP
-//! and the REST API to it.
+//! and the REST API to it. [`dns`] runs Knot DNS with zones a test writes
+//! (a DNS blocklist), and [`netns`] a network namespace with a
+//! `resolv.conf` of its own, so that daemons resolve through that server.
 #![deny(missing_docs)]
 
+pub mod dns;
 pub mod fixtures;
+pub mod netns;
 pub mod pouchdb;
 pub mod stack;
 

@@ -12,6 +12,10 @@
 //! sockets and API directly. The store is a SQLite file in the stack's data
 //! directory, or any store URL given to [`MailStack::try_start_on_store`],
 //! such as a database of a [`PouchServer`](crate::pouchdb::PouchServer).
+//! [`MailStack::try_start_with_extras`] also appends configuration tables
+//! and can run the whole stack inside a network namespace
+//! ([`StackExtras`]), so that Postfix resolves through a DNS server of the
+//! test's own.
 //!
 //! The clients in [`smtp`] and [`imap`] speak the real protocols over
 //! TLS ([`tls`] pins the stack's own certificate) and return each reply,
@@ -92,6 +96,20 @@ pub struct StackOptions {
     pub daemons: Daemons,
 }
 
+/// What a few tests add to [`StackOptions`] (kept apart so that existing
+/// `StackOptions { daemons }` literals stay valid).
+#[derive(Clone, Debug, Default)]
+pub struct StackExtras {
+    /// A network namespace ([`NetNs`](crate::netns::NetNs)) to run `couchmail up`, and so Postfix and
+    /// Dovecot, in through `ip netns exec`, so that they resolve names through the namespace's
+    /// `resolv.conf`. The test must call the stack from a thread inside the namespace
+    /// ([`NetNs::run`](crate::netns::NetNs::run)): its ports are the namespace's 127.0.0.1.
+    pub netns: Option<String>,
+    /// TOML appended to the configuration file, after its last table (`[log]`): whole tables such
+    /// as `[postscreen]`.
+    pub config: String,
+}
+
 /// The TCP ports of a stack, all on 127.0.0.1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ports {
@@ -137,6 +155,7 @@ impl Ports {
 pub struct MailStack {
     binary: PathBuf,
     options: StackOptions,
+    extras: StackExtras,
     root: PathBuf,
     config_file: PathBuf,
     data_dir: PathBuf,
@@ -225,6 +244,16 @@ impl MailStack {
     /// `couchdb:http://127.0.0.1:PORT/couchmail`) instead of a SQLite file in
     /// its data directory; `None` is that file.
     pub fn try_start_on_store(binary: &Path, options: StackOptions, store: Option<&str>) -> Result<MailStack, String> {
+        MailStack::try_start_with_extras(binary, options, store, StackExtras::default())
+    }
+
+    /// Starts a stack with `extras` besides `options` (a network namespace, more configuration).
+    pub fn try_start_with_extras(
+        binary: &Path,
+        options: StackOptions,
+        store: Option<&str>,
+        extras: StackExtras,
+    ) -> Result<MailStack, String> {
         if options.daemons != Daemons::None {
             preflight()?;
         }
@@ -239,6 +268,7 @@ impl MailStack {
         let stack = MailStack {
             binary: binary.to_owned(),
             options,
+            extras,
             config_file: root.join("couchmail.toml"),
             data_dir: root.join("data"),
             runtime_dir: root.join("run"),
@@ -308,10 +338,26 @@ impl MailStack {
              \n[mail]\nlisten = \"127.0.0.1\"\n\
              smtp_port = {smtp}\nsubmission_port = {submission}\nsubmissions_port = {submissions}\nimaps_port = {imaps}\n\
              outbound = \"disabled\"\nauth_failure_delay_secs = 0\n\
-             \n[log]\nlevel = \"debug\"\n",
+             \n[log]\nlevel = \"debug\"\n{extra}",
             data = self.data_dir.display(),
             run = self.runtime_dir.display(),
+            extra = self.extras.config,
         )
+    }
+
+    /// `program` with `args`, run through `ip netns exec` when the stack has a namespace.
+    fn in_netns<'a>(&self, program: &'a Path, args: &[&'a OsStr]) -> (PathBuf, Vec<std::ffi::OsString>) {
+        let mut full_args: Vec<std::ffi::OsString> = Vec::new();
+        let program = match &self.extras.netns {
+            Some(name) => {
+                full_args.extend(["netns", "exec", name.as_str()].map(Into::into));
+                full_args.push(program.into());
+                PathBuf::from(crate::netns::IP_PROGRAM)
+            }
+            None => program.to_owned(),
+        };
+        full_args.extend(args.iter().map(|arg| arg.to_os_string()));
+        (program, full_args)
     }
 
     fn spawn_couchmail(&self) -> Result<(), String> {
@@ -322,9 +368,11 @@ impl MailStack {
         }
         let log = self.root.join("couchmail.log");
         let master_pid_file = self.postfix_master_pid_file();
+        let (program, args) = self.in_netns(&self.binary, &args);
+        let args: Vec<&OsStr> = args.iter().map(|arg| arg.as_os_str()).collect();
         let guarded = Guarded::spawn(GuardSpec {
             name: "couchmail",
-            program: &self.binary,
+            program: &program,
             args: &args,
             log: &log,
             envs: &[("NO_COLOR", "1")],
@@ -352,10 +400,15 @@ impl MailStack {
         let dovecot_config = self.rendered_dir.join("dovecot/dovecot.conf");
         let (postfix_log, dovecot_log) = (self.root.join("postfix.out"), self.root.join("dovecot.out"));
         let master_pid_file = self.postfix_master_pid_file();
+        let (program, args) = self.in_netns(
+            Path::new("/usr/sbin/postfix"),
+            &[OsStr::new("-c"), postfix_config.as_os_str(), OsStr::new("start-fg")],
+        );
+        let args: Vec<&OsStr> = args.iter().map(|arg| arg.as_os_str()).collect();
         let postfix = Guarded::spawn(GuardSpec {
             name: "postfix",
-            program: Path::new("/usr/sbin/postfix"),
-            args: &[OsStr::new("-c"), postfix_config.as_os_str(), OsStr::new("start-fg")],
+            program: &program,
+            args: &args,
             log: &postfix_log,
             envs: &[],
             cleanup: None,
