@@ -307,8 +307,8 @@ fn filter_sieve() -> String {
          require [\"vnd.dovecot.filter\", \"vnd.dovecot.environment\", \"variables\", \"fileinto\", \"mailbox\"];\n\
          \n\
          # The wrapper runs spamc as the recipient (the Dovecot user name of this delivery). It fails when spamd\n\
-         # cannot scan (down, too slow, message too large): the test is then false, the message stays as it was,\n\
-         # and headers a sender forged are never trusted.\n\
+         # cannot scan (down, too slow): the test is then false, the message stays as it was, and X-Spam headers\n\
+         # a sender forged are not looked at. A message over the size limit comes back unscanned.\n\
          if filter \"{FILTER_PROGRAM}\" \"${{env.vnd.dovecot.username}}\" {{\n\
          \x20 if header :is \"X-Spam-Flag\" \"YES\" {{\n\
          \x20   fileinto :create \"{JUNK_MAILBOX}\";\n\
@@ -372,7 +372,8 @@ fn filter_wrapper(spam: &Spam) -> String {
          # {GENERATED}\n\
          # couchmail-spamc USER: scans the message on standard input as USER with spamd and prints it with\n\
          # X-Spam-* headers added (Pigeonhole vnd.dovecot.filter); docs/spam.md.\n\
-         # Any failure exits non-zero, and the Sieve script then delivers the message as it was.\n\
+         # A failure exits non-zero, and the Sieve script then delivers the message as it was; a message over\n\
+         # the size limit is printed back unscanned.\n\
          user=${{1-}}\n\
          {SHELL_ENCODE}\
          exec {command} -u \"$spamd_user\"\n",

@@ -3,8 +3,8 @@
 require ["vnd.dovecot.filter", "vnd.dovecot.environment", "variables", "fileinto", "mailbox"];
 
 # The wrapper runs spamc as the recipient (the Dovecot user name of this delivery). It fails when spamd
-# cannot scan (down, too slow, message too large): the test is then false, the message stays as it was,
-# and headers a sender forged are never trusted.
+# cannot scan (down, too slow): the test is then false, the message stays as it was, and X-Spam headers
+# a sender forged are not looked at. A message over the size limit comes back unscanned.
 if filter "couchmail-spamc" "${env.vnd.dovecot.username}" {
   if header :is "X-Spam-Flag" "YES" {
     fileinto :create "Junk";
