@@ -15,21 +15,27 @@ use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// Decides by the recipient's local part, so each test can pick a behaviour, and counts its calls so tests can
-/// prove that malformed input never reaches it.
+/// Decides by the recipient's local part at RCPT (the sender's at MAIL), so each test can pick a behaviour;
+/// counts and keeps its requests, so tests can prove that malformed input never reaches it and see what Postfix
+/// sent.
 #[derive(Default)]
 struct FakeHandler {
     n_calls: AtomicU64,
+    /// Every request decided on, in order.
+    requests: std::sync::Mutex<Vec<PolicyRequest>>,
 }
 
 impl PolicyHandler for FakeHandler {
     async fn decide(&self, request: &PolicyRequest) -> Action {
         self.n_calls.fetch_add(1, Ordering::Relaxed);
-        if request.protocol_state != Some(ProtocolState::Rcpt) {
-            return Action::Dunno;
-        }
-        let Some(recipient) = request.recipient.as_deref() else { return Action::Dunno };
-        match recipient.split('@').next().unwrap_or_default() {
+        self.requests.lock().unwrap().push(request.clone());
+        let selector = match request.protocol_state {
+            Some(ProtocolState::Rcpt) => request.recipient.as_deref(),
+            Some(ProtocolState::Mail) => request.sender.as_deref(),
+            _ => None,
+        };
+        let Some(selector) = selector else { return Action::Dunno };
+        match selector.split('@').next().unwrap_or_default() {
             "greylist" => Action::DeferIfPermit("4.7.1 Greylisted, try again later".into()),
             "blocked" => Action::Code(CodeReply::new(554, "5.7.1 Sender blocked").unwrap()),
             "panic" => panic!("fake handler asked to panic"),
@@ -42,7 +48,8 @@ impl PolicyHandler for FakeHandler {
                 let lossy: Vec<&str> = request.lossy.iter().map(String::as_str).collect();
                 Action::Warn(format!("{request} lossy={}", lossy.join(",")))
             }
-            _ => Action::Ok,
+            _ if request.protocol_state == Some(ProtocolState::Rcpt) => Action::Ok,
+            _ => Action::Dunno,
         }
     }
 }
@@ -62,9 +69,13 @@ impl TestServer {
     }
 
     async fn start_with(config: ServerConfig) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
+        TestServer::start_in(tempfile::tempdir().unwrap(), 0o660, config).await
+    }
+
+    /// A server on `dir/policy`, with socket mode `mode`.
+    async fn start_in(dir: tempfile::TempDir, mode: u32, config: ServerConfig) -> TestServer {
         let path = dir.path().join("policy");
-        let listener = Listener::bind_unix(&path, 0o660).await.unwrap();
+        let listener = Listener::bind_unix(&path, mode).await.unwrap();
         let handler = Arc::new(FakeHandler::default());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run(listener, handler.clone(), config, async {
@@ -88,7 +99,7 @@ impl TestServer {
     }
 }
 
-/// A request as Postfix 3.7's smtpd writes it, in `state`, for `recipient` (empty before RCPT).
+/// A request with the attributes Postfix 3.7's smtpd sends, in `state`, for `recipient` (empty before RCPT).
 fn postfix_request(state: &str, recipient: &str) -> Vec<u8> {
     format!(
         "request=smtpd_access_policy\nprotocol_state={state}\nprotocol_name=ESMTP\nclient_address=192.0.2.10\n\
@@ -97,8 +108,7 @@ fn postfix_request(state: &str, recipient: &str) -> Vec<u8> {
          recipient={recipient}\nrecipient_count=0\nqueue_id=\ninstance=8a1.6745a3b1.4c0e2.0\nsize=2048\n\
          etrn_domain=\nstress=\nsasl_method=\nsasl_username=\nsasl_sender=\nccert_subject=\nccert_issuer=\n\
          ccert_fingerprint=\nccert_pubkey_fingerprint=\nencryption_protocol=TLSv1.3\n\
-         encryption_cipher=TLS_AES_256_GCM_SHA384\nencryption_keysize=256\npolicy_context=\n\
-         compatibility_level=3.6\nmail_version=3.7.11\n\n"
+         encryption_cipher=TLS_AES_256_GCM_SHA384\nencryption_keysize=256\npolicy_context=\n\n"
     )
     .into_bytes()
 }
@@ -542,4 +552,283 @@ async fn the_client_reports_a_reply_without_action() {
     let error = client.ask(&PolicyRequest::default()).await.unwrap_err();
     assert_eq!(error.kind(), &ErrorKind::MissingAction, "{error}");
     drop(fake_server.await.unwrap());
+}
+
+mod smtpd {
+    //! Postfix's own policy client: its smtpd, run stand-alone (`-S`) as user `postfix` on one end of a socket
+    //! pair, with a private configuration whose recipient restrictions ask the server, as couchmail's will.
+    //! No master runs: the one service smtpd needs before the policy, trivial-rewrite, is started per connection
+    //! by the test, and no recipient is accepted, so no queue file is ever written.
+
+    use std::os::fd::OwnedFd;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::process::Stdio;
+
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::net::UnixDatagram;
+
+    use super::*;
+
+    const SMTPD: &str = "/usr/lib/postfix/sbin/smtpd";
+    const TRIVIAL_REWRITE: &str = "/usr/lib/postfix/sbin/trivial-rewrite";
+
+    /// Serves one smtpd connection to trivial-rewrite: greets as the master-run service would, then hands each
+    /// request to a trivial-rewrite of its own and passes its reply back.
+    async fn serve_rewrite(connection: UnixStream, dir: PathBuf, (uid, gid): (u32, u32)) {
+        let mut connection = BufReader::new(connection);
+        if connection.get_mut().write_all(b"protocol\0trivial_rewrite_protocol\0\0").await.is_err() {
+            return;
+        }
+        while let Some(request) = read_attribute_list(&mut connection).await {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            let theirs = OwnedFd::from(theirs);
+            let mut rewriter = tokio::process::Command::new(TRIVIAL_REWRITE)
+                .args(["-S", "-d"])
+                .uid(uid)
+                .gid(gid)
+                .env("MAIL_CONFIG", &dir)
+                .stdin(Stdio::from(theirs.try_clone().unwrap()))
+                .stdout(Stdio::from(theirs))
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            ours.set_nonblocking(true).unwrap();
+            let mut ours = BufReader::new(UnixStream::from_std(ours).unwrap());
+            ours.get_mut().write_all(&request).await.unwrap();
+            let Some(reply) = read_attribute_list(&mut ours).await else { return };
+            let _ = rewriter.wait().await;
+            if connection.get_mut().write_all(&reply).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Reads one attribute list of Postfix's internal protocol over unix sockets: `name\0value\0` pairs ended by
+    /// an empty name. `None` at the end of the stream.
+    async fn read_attribute_list(reader: &mut BufReader<UnixStream>) -> Option<Vec<u8>> {
+        let mut list = Vec::new();
+        let mut expect_name = true;
+        loop {
+            let token_start_idx = list.len();
+            if reader.read_until(0, &mut list).await.ok()? == 0 || list.last() != Some(&0) {
+                return None;
+            }
+            if expect_name && list.len() - token_start_idx == 1 {
+                return Some(list);
+            }
+            expect_name = !expect_name;
+        }
+    }
+
+    /// The uid and gid of Postfix's `postfix` user, which smtpd drops to; `None` when smtpd cannot run here.
+    fn postfix_user() -> Option<(u32, u32)> {
+        if !Path::new(SMTPD).exists() {
+            println!("note: {SMTPD} is absent (install Debian's postfix); skipping the smtpd test");
+            return None;
+        }
+        // /proc/self belongs to the effective user: smtpd must start as root to drop to its own user.
+        if std::fs::metadata("/proc/self").map(|metadata| metadata.uid()).ok() != Some(0) {
+            println!("note: not running as root, so smtpd cannot drop to its user; skipping the smtpd test");
+            return None;
+        }
+        let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+        let fields: Vec<&str> = passwd.lines().find(|line| line.starts_with("postfix:"))?.split(':').collect();
+        Some((fields.get(2)?.parse().ok()?, fields.get(3)?.parse().ok()?))
+    }
+
+    /// An smtpd session: the process (killed on drop), our end of its socket, and what Postfix logged.
+    struct Session {
+        _child: tokio::process::Child,
+        stream: BufReader<UnixStream>,
+        log: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl Session {
+        /// Starts smtpd with a configuration in `dir` that asks the policy server at `dir/policy`.
+        async fn start(dir: &Path, (uid, gid): (u32, u32)) -> Session {
+            let spool = dir.join("spool");
+            std::fs::create_dir_all(spool.join("public")).unwrap();
+            std::fs::create_dir_all(dir.join("data")).unwrap();
+            for owned in [spool.clone(), spool.join("public"), dir.join("data")] {
+                std::os::unix::fs::chown(&owned, Some(uid), Some(gid)).unwrap();
+            }
+            let main_cf = format!(
+                "compatibility_level = 3.6\n\
+                 queue_directory = {spool}\n\
+                 data_directory = {data}\n\
+                 mail_owner = postfix\n\
+                 myhostname = mx.example.com\n\
+                 mydestination =\n\
+                 local_recipient_maps =\n\
+                 alias_maps =\n\
+                 alias_database =\n\
+                 notify_classes =\n\
+                 maillog_file = {dir}/maillog\n\
+                 maillog_file_prefixes = {dir}\n\
+                 relay_domains = example.com\n\
+                 smtpd_recipient_restrictions = reject_unauth_destination, check_policy_service unix:{dir}/policy, permit\n",
+                spool = spool.display(),
+                data = dir.join("data").display(),
+                dir = dir.display(),
+            );
+            let main_cf_path = dir.join("main.cf");
+            std::fs::write(&main_cf_path, main_cf).unwrap();
+            // Postfix waits for a main.cf modified in the last second or so to settle; an old one is read at once.
+            std::fs::File::options()
+                .write(true)
+                .open(&main_cf_path)
+                .unwrap()
+                .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+                .unwrap();
+
+            // Postfix daemons log through postlogd's datagram socket when maillog_file is set; collect it here.
+            let log_socket = UnixDatagram::bind(spool.join("public/postlog")).unwrap();
+            std::fs::set_permissions(spool.join("public/postlog"), std::fs::Permissions::from_mode(0o666)).unwrap();
+            let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let log_lines = log.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0; 65536];
+                while let Ok(n_read) = log_socket.recv(&mut buffer).await {
+                    log_lines.lock().unwrap().push(String::from_utf8_lossy(&buffer[..n_read]).into_owned());
+                }
+            });
+
+            // smtpd asks trivial-rewrite to canonicalise and resolve addresses. Without a master, trivial-rewrite
+            // runs stand-alone (`-S`), where it serves one request, exits, and sends no protocol greeting; so the
+            // test accepts smtpd's connections itself, greets, and runs one trivial-rewrite per request.
+            std::fs::create_dir_all(spool.join("private")).unwrap();
+            std::fs::set_permissions(spool.join("private"), std::fs::Permissions::from_mode(0o755)).unwrap();
+            let rewrite_listener = tokio::net::UnixListener::bind(spool.join("private/rewrite")).unwrap();
+            std::fs::set_permissions(spool.join("private/rewrite"), std::fs::Permissions::from_mode(0o666)).unwrap();
+            let rewrite_dir = dir.to_path_buf();
+            tokio::spawn(async move {
+                while let Ok((connection, _)) = rewrite_listener.accept().await {
+                    tokio::spawn(serve_rewrite(connection, rewrite_dir.clone(), (uid, gid)));
+                }
+            });
+
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            let theirs = OwnedFd::from(theirs);
+            // Started as `postfix` itself: smtpd on standard input run by any other user is `sendmail -bs`, for
+            // which Postfix skips every restriction.
+            let child = tokio::process::Command::new(SMTPD)
+                .args(["-S", "-d"])
+                .uid(uid)
+                .gid(gid)
+                .env("MAIL_CONFIG", dir)
+                .stdin(Stdio::from(theirs.try_clone().unwrap()))
+                .stdout(Stdio::from(theirs))
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            ours.set_nonblocking(true).unwrap();
+            let stream = BufReader::new(UnixStream::from_std(ours).unwrap());
+            let mut session = Session { _child: child, stream, log };
+            let greeting = session.reply().await;
+            assert!(greeting.starts_with("220 "), "{greeting}");
+            session
+        }
+
+        /// Reads one (possibly multi-line) SMTP reply, within ten seconds.
+        async fn reply(&mut self) -> String {
+            let mut reply = String::new();
+            loop {
+                let mut line = String::new();
+                let read = tokio::time::timeout(Duration::from_secs(10), self.stream.read_line(&mut line)).await;
+                let n_read = read.unwrap_or_else(|_| panic!("smtpd did not answer; it logged: {:?}", self.log));
+                assert!(n_read.unwrap() > 0, "smtpd closed the connection; it logged: {:?}", self.log);
+                reply.push_str(&line);
+                if line.as_bytes().get(3) != Some(&b'-') {
+                    return reply.trim_end().to_owned();
+                }
+            }
+        }
+
+        async fn command(&mut self, command: &str) -> String {
+            self.stream.get_mut().write_all(format!("{command}\r\n").as_bytes()).await.unwrap();
+            self.reply().await
+        }
+    }
+
+    #[tokio::test]
+    async fn postfix_smtpd_reads_our_actions_and_we_read_its_requests() {
+        let Some(postfix) = postfix_user() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        // smtpd runs as `postfix` and must reach the socket.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let config_dir = dir.path().to_path_buf();
+        let server = TestServer::start_in(dir, 0o666, ServerConfig::default()).await;
+        let mut session = Session::start(&config_dir, postfix).await;
+
+        let ehlo = session.command("EHLO client.example").await;
+        assert!(ehlo.starts_with("250-mx.example.com"), "{ehlo}");
+        let mail = session.command("MAIL FROM:<bob@example.net> SIZE=1234").await;
+        assert!(mail.starts_with("250 2.1.0"), "{mail}");
+        let greylisted = session.command("RCPT TO:<greylist@example.com>").await;
+        assert!(greylisted.starts_with("450 4.7.1 <greylist@example.com>"), "{greylisted}");
+        assert!(greylisted.ends_with("Greylisted, try again later"), "{greylisted}");
+        let blocked = session.command("RCPT TO:<blocked@example.com>").await;
+        assert!(blocked.starts_with("554 5.7.1 <blocked@example.com>"), "{blocked}");
+        assert!(blocked.ends_with("Sender blocked"), "{blocked}");
+        // A panic defers, and closes the connection: Postfix reconnects for the next request.
+        let panicked = session.command("RCPT TO:<panic@example.com>").await;
+        assert!(panicked.starts_with("450 4.7.1 "), "{panicked}");
+        assert!(panicked.ends_with("Service temporarily unavailable"), "{panicked}");
+        let again = session.command("RCPT TO:<greylist@example.com>").await;
+        assert!(again.starts_with("450 4.7.1 "), "{again}");
+        // Not our domain: Postfix refuses it before asking.
+        let relay = session.command("RCPT TO:<someone@elsewhere.example>").await;
+        assert!(relay.starts_with("554 5.7.1 "), "{relay}");
+        let quit = session.command("QUIT").await;
+        assert!(quit.starts_with("221 "), "{quit}");
+
+        let requests = server.handler.requests.lock().unwrap().clone();
+        let recipients: Vec<_> = requests.iter().map(|request| request.recipient.clone().unwrap()).collect();
+        assert_eq!(
+            recipients,
+            ["greylist@example.com", "blocked@example.com", "panic@example.com", "greylist@example.com"]
+        );
+        for request in &requests {
+            assert_eq!(request.protocol_state, Some(ProtocolState::Rcpt));
+            assert_eq!(request.protocol_name.as_deref(), Some("ESMTP"));
+            assert_eq!(request.helo_name.as_deref(), Some("client.example"));
+            assert_eq!(request.sender.as_deref(), Some("bob@example.net"));
+            assert_eq!(request.size, Some(1234));
+            assert_eq!(request.recipient_count, Some(0));
+            assert_eq!(request.sasl_login(), None);
+            assert!(request.client_address.is_some(), "{request:?}");
+            // Postfix 3.7 sends 29 attributes: the request type, 16 with a field, and these 12.
+            let others: Vec<&str> = request.other.keys().map(String::as_str).collect();
+            assert_eq!(
+                others,
+                [
+                    "ccert_fingerprint",
+                    "ccert_issuer",
+                    "ccert_pubkey_fingerprint",
+                    "ccert_subject",
+                    "encryption_cipher",
+                    "encryption_keysize",
+                    "encryption_protocol",
+                    "etrn_domain",
+                    "policy_context",
+                    "server_address",
+                    "server_port",
+                    "stress"
+                ]
+            );
+            assert!(request.lossy.is_empty());
+        }
+        // Every request about one message shares its instance.
+        let instance = requests[0].instance.clone();
+        assert!(instance.as_deref().is_some_and(|instance| !instance.is_empty()), "{instance:?}");
+        assert!(requests.iter().all(|request| request.instance == instance));
+        let log = session.log.lock().unwrap().clone();
+        assert!(log.iter().all(|line| !line.contains("warning")), "smtpd warned: {log:#?}");
+        drop(session);
+        let stats = server.stop().await;
+        assert_eq!((stats.n_requests, stats.n_panics, stats.n_malformed), (4, 1, 0));
+        assert_eq!(stats.n_connections, 2, "Postfix reconnected once, after the panic");
+    }
 }
