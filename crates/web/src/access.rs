@@ -9,11 +9,14 @@
 //! - admin: everything, and alone the store's replication conflicts, which
 //!   may be on any document;
 //! - domain-admin of some domains: everything inside them (mailboxes, aliases,
-//!   Sieve scripts, domain aliases that point at them, the domain document's
-//!   `quota_default`), but not creating or removing domains, changing a
-//!   domain's `active` or `max_mailboxes`, or granting `admin`;
-//! - user: reading and updating its own mailbox (not `active`, `quota_bytes`
-//!   or `roles`) and its own Sieve scripts; nothing else.
+//!   Sieve scripts, domain aliases that point at them, the domain's and its
+//!   mailboxes' listings, the domain document's `quota_default`, greylisting
+//!   and spam thresholds), but not creating or removing domains, changing a
+//!   domain's `active`, `max_mailboxes` or sending limits, granting `admin`,
+//!   or touching the global listings;
+//! - user: reading and updating its own mailbox (not `active`, `quota_bytes`,
+//!   `roles` or its sending limits), its own Sieve scripts and its own
+//!   mailbox's listings; nothing else.
 //!
 //! A domain admin or user keeps its own mailbox and scripts when they lie
 //! outside the domains it administers.
@@ -23,7 +26,7 @@ use std::collections::BTreeSet;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use couchmail_directory::Directory;
-use couchmail_model::{Address, AliasKey, DocKind, Document, DomainName, Role, Token, TokenPrincipal};
+use couchmail_model::{Address, AliasKey, DocKind, Document, DomainName, ListingScope, Role, Token, TokenPrincipal};
 
 use crate::Error;
 
@@ -65,7 +68,8 @@ pub enum Resource<'a> {
     Installation,
     /// A domain's document (only `quota_default` for a domain admin; see [`Resource::DomainLimits`]).
     Domain(&'a DomainName),
-    /// A domain's `active` and `max_mailboxes`, which bound what its domain admins can do.
+    /// A domain's `active`, `max_mailboxes` and sending limits (`messages_per_hour`,
+    /// `recipients_per_hour`), which bound what its domain admins and users can do.
     DomainLimits(&'a DomainName),
     /// What a domain holds as a collection: listing its mailboxes, aliases and domain
     /// aliases, creating and removing mailboxes.
@@ -77,7 +81,7 @@ pub enum Resource<'a> {
     },
     /// A mailbox's document: display name, password, active Sieve script.
     Mailbox(&'a Address),
-    /// A mailbox's `active` and `quota_bytes`, which its owner may read but not change.
+    /// A mailbox's `active`, `quota_bytes` and sending limits, which its owner may read but not change.
     MailboxLimits(&'a Address),
     /// A mailbox together with the power its roles carry: changing its
     /// password, settings or Sieve scripts, or removing it, needs authority
@@ -95,6 +99,9 @@ pub enum Resource<'a> {
     Alias(&'a AliasKey),
     /// The Sieve scripts of a mailbox.
     Sieve(&'a Address),
+    /// The blocklist and allowlist entries of a scope: the global ones are the admin's, a
+    /// domain's its domain admins', a mailbox's its owner's and its domain admins'.
+    Listings(&'a ListingScope),
     /// The store's replication conflicts: the losing revisions of any document, and choosing
     /// which revision wins. A conflict can be on any document (a token, an admin's mailbox),
     /// so it is the installation's business, not a domain's.
@@ -129,6 +136,9 @@ impl Principal {
             (Resource::Role(Role::DomainAdmin(domain)), _) => administers(domain),
             (Resource::Alias(key), _) => administers(key.domain()),
             (Resource::Sieve(owner), _) => is_self(owner) || administers(owner.domain()),
+            (Resource::Listings(ListingScope::Global), _) => false,
+            (Resource::Listings(ListingScope::Domain(domain)), _) => administers(domain),
+            (Resource::Listings(ListingScope::Mailbox(owner)), _) => is_self(owner) || administers(owner.domain()),
             (Resource::Conflicts, _) => false,
         }
     }
@@ -145,15 +155,26 @@ impl Principal {
         let what = match resource {
             Resource::Installation => "the installation's domain list".to_owned(),
             Resource::Domain(domain) => format!("domain `{domain}`"),
-            Resource::DomainLimits(domain) => format!("the limits (`active`, `max_mailboxes`) of domain `{domain}`"),
+            Resource::DomainLimits(domain) => {
+                format!("the limits (`active`, `max_mailboxes`, sending limits) of domain `{domain}`")
+            }
             Resource::DomainContents(domain) => format!("the contents of domain `{domain}`"),
             Resource::DomainAlias { target } => format!("the domain aliases of `{target}`"),
             Resource::Mailbox(addr) => format!("mailbox `{addr}`"),
-            Resource::MailboxLimits(addr) => format!("the limits (`active`, `quota_bytes`) of mailbox `{addr}`"),
+            Resource::MailboxLimits(addr) => {
+                format!("the limits (`active`, `quota_bytes`, sending limits) of mailbox `{addr}`")
+            }
             Resource::Account { address, .. } => format!("mailbox `{address}`, whose roles exceed this token's"),
             Resource::Role(role) => format!("who holds role `{role}`"),
             Resource::Alias(key) => format!("alias `{key}`"),
             Resource::Sieve(owner) => format!("the Sieve scripts of `{owner}`"),
+            Resource::Listings(ListingScope::Global) => "the global blocklist and allowlist".to_owned(),
+            Resource::Listings(ListingScope::Domain(domain)) => {
+                format!("the blocklist and allowlist of domain `{domain}`")
+            }
+            Resource::Listings(ListingScope::Mailbox(owner)) => {
+                format!("the blocklist and allowlist of mailbox `{owner}`")
+            }
             Resource::Conflicts => "the store's replication conflicts".to_owned(),
         };
         Err(Error::Forbidden(format!("this token may not {verb} {what}")))
@@ -287,6 +308,9 @@ mod tests {
             Resource::MailboxLimits(&alice),
             Resource::Role(&Role::Admin),
             Resource::Sieve(&alice),
+            Resource::Listings(&ListingScope::Global),
+            Resource::Listings(&ListingScope::Domain(a.clone())),
+            Resource::Listings(&ListingScope::Mailbox(alice.clone())),
             Resource::Conflicts,
         ] {
             check(&admin(), resource, true, true);
@@ -323,6 +347,12 @@ mod tests {
         check(&principal, Resource::Role(&Role::DomainAdmin(b.clone())), false, false);
         // Conflicts may be on any document, so they are not a domain admin's.
         check(&principal, Resource::Conflicts, false, false);
+        // Listings: its domain's and its mailboxes', never the global ones.
+        check(&principal, Resource::Listings(&ListingScope::Domain(a.clone())), true, true);
+        check(&principal, Resource::Listings(&ListingScope::Mailbox(alice.clone())), true, true);
+        check(&principal, Resource::Listings(&ListingScope::Domain(b.clone())), false, false);
+        check(&principal, Resource::Listings(&ListingScope::Mailbox(bob.clone())), false, false);
+        check(&principal, Resource::Listings(&ListingScope::Global), false, false);
     }
 
     #[test]
@@ -371,6 +401,10 @@ mod tests {
         check(&principal, Resource::Alias(&AliasKey::parse("info@a.example").unwrap()), false, false);
         check(&principal, Resource::Role(&Role::DomainAdmin(a.clone())), false, false);
         check(&principal, Resource::Conflicts, false, false);
+        check(&principal, Resource::Listings(&ListingScope::Mailbox(alice.clone())), true, true);
+        check(&principal, Resource::Listings(&ListingScope::Mailbox(carol.clone())), false, false);
+        check(&principal, Resource::Listings(&ListingScope::Domain(a.clone())), false, false);
+        check(&principal, Resource::Listings(&ListingScope::Global), false, false);
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! ([`REDACTED_FIELDS`]).
 
 use couchmail_model::{
-    Address, Alias, AliasKey, Domain, DomainAlias, DomainName, Mailbox, Role, SieveName, SieveScript,
+    Address, Alias, AliasKey, Domain, DomainAlias, DomainName, Listing, ListingAction, ListingKind, ListingScope,
+    Mailbox, PolicySettings, Role, SieveName, SieveScript, SpamScore,
 };
 use couchmail_store::{Conflict, RawDoc};
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,37 @@ pub struct DomainInput {
     /// Most mailboxes the domain may hold. Admin only.
     #[serde(default)]
     pub max_mailboxes: Option<u32>,
+    /// `false` opts the domain's mailboxes out of greylisting; absent follows the installation.
+    #[serde(default)]
+    pub greylisting: Option<bool>,
+    /// At or above this SpamAssassin score (0 to 100, one decimal) mail is filed into Junk; absent follows the
+    /// installation.
+    #[schema(value_type = Option<f64>, example = 5.0)]
+    #[serde(default)]
+    pub spam_threshold: Option<SpamScore>,
+    /// At or above this score mail is refused at SMTP time; above `spam_threshold`.
+    #[schema(value_type = Option<f64>, example = 15.0)]
+    #[serde(default)]
+    pub spam_reject: Option<SpamScore>,
+    /// Messages an hour each mailbox may send, unless it says otherwise. Admin only.
+    #[serde(default)]
+    pub messages_per_hour: Option<u32>,
+    /// Recipients an hour each mailbox may send to, unless it says otherwise. Admin only.
+    #[serde(default)]
+    pub recipients_per_hour: Option<u32>,
+}
+
+impl DomainInput {
+    /// The policy settings given.
+    pub fn policy(&self) -> PolicySettings {
+        PolicySettings {
+            greylisting: self.greylisting,
+            spam_threshold: self.spam_threshold,
+            spam_reject: self.spam_reject,
+            messages_per_hour: self.messages_per_hour,
+            recipients_per_hour: self.recipients_per_hour,
+        }
+    }
 }
 
 /// A domain as stored.
@@ -54,6 +86,18 @@ pub struct DomainView {
     pub quota_default: Option<u64>,
     /// Most mailboxes the domain may hold.
     pub max_mailboxes: Option<u32>,
+    /// Whether greylisting is on (`true`), off (`false`) or as the installation has it (absent).
+    pub greylisting: Option<bool>,
+    /// The Junk threshold; absent follows the installation.
+    #[schema(value_type = Option<f64>)]
+    pub spam_threshold: Option<SpamScore>,
+    /// The SMTP-time reject score; absent follows the installation.
+    #[schema(value_type = Option<f64>)]
+    pub spam_reject: Option<SpamScore>,
+    /// Messages an hour each mailbox may send; absent follows the installation.
+    pub messages_per_hour: Option<u32>,
+    /// Recipients an hour each mailbox may send to; absent follows the installation.
+    pub recipients_per_hour: Option<u32>,
 }
 
 impl From<&Domain> for DomainView {
@@ -63,6 +107,11 @@ impl From<&Domain> for DomainView {
             active: domain.active,
             quota_default: domain.quota_default,
             max_mailboxes: domain.max_mailboxes,
+            greylisting: domain.policy.greylisting,
+            spam_threshold: domain.policy.spam_threshold,
+            spam_reject: domain.policy.spam_reject,
+            messages_per_hour: domain.policy.messages_per_hour,
+            recipients_per_hour: domain.policy.recipients_per_hour,
         }
     }
 }
@@ -130,6 +179,36 @@ pub struct MailboxInput {
     #[schema(read_only)]
     #[serde(default)]
     pub has_password: Option<bool>,
+    /// `false` opts out of greylisting, `true` opts in; absent follows the domain.
+    #[serde(default)]
+    pub greylisting: Option<bool>,
+    /// At or above this SpamAssassin score (0 to 100, one decimal) mail is filed into Junk; absent follows the domain.
+    #[schema(value_type = Option<f64>, example = 6.5)]
+    #[serde(default)]
+    pub spam_threshold: Option<SpamScore>,
+    /// At or above this score mail is refused at SMTP time; above `spam_threshold`; absent follows the domain.
+    #[schema(value_type = Option<f64>)]
+    #[serde(default)]
+    pub spam_reject: Option<SpamScore>,
+    /// Messages an hour the mailbox may send; absent follows the domain. Not for the owner to change.
+    #[serde(default)]
+    pub messages_per_hour: Option<u32>,
+    /// Recipients an hour the mailbox may send to; absent follows the domain. Not for the owner to change.
+    #[serde(default)]
+    pub recipients_per_hour: Option<u32>,
+}
+
+impl MailboxInput {
+    /// The policy settings given.
+    pub fn policy(&self) -> PolicySettings {
+        PolicySettings {
+            greylisting: self.greylisting,
+            spam_threshold: self.spam_threshold,
+            spam_reject: self.spam_reject,
+            messages_per_hour: self.messages_per_hour,
+            recipients_per_hour: self.recipients_per_hour,
+        }
+    }
 }
 
 /// A mailbox as stored, without its password hash.
@@ -149,6 +228,18 @@ pub struct MailboxView {
     pub sieve_active: Option<String>,
     /// Whether a password is set (the hash itself is never shown).
     pub has_password: bool,
+    /// Its own greylisting choice; absent follows the domain.
+    pub greylisting: Option<bool>,
+    /// Its own Junk threshold; absent follows the domain.
+    #[schema(value_type = Option<f64>)]
+    pub spam_threshold: Option<SpamScore>,
+    /// Its own SMTP-time reject score; absent follows the domain.
+    #[schema(value_type = Option<f64>)]
+    pub spam_reject: Option<SpamScore>,
+    /// Its own hourly message limit; absent follows the domain.
+    pub messages_per_hour: Option<u32>,
+    /// Its own hourly recipient limit; absent follows the domain.
+    pub recipients_per_hour: Option<u32>,
 }
 
 impl From<&Mailbox> for MailboxView {
@@ -161,6 +252,11 @@ impl From<&Mailbox> for MailboxView {
             roles: mailbox.roles.iter().map(ToString::to_string).collect(),
             sieve_active: mailbox.sieve_active.as_ref().map(ToString::to_string),
             has_password: mailbox.password.is_some(),
+            greylisting: mailbox.policy.greylisting,
+            spam_threshold: mailbox.policy.spam_threshold,
+            spam_reject: mailbox.policy.spam_reject,
+            messages_per_hour: mailbox.policy.messages_per_hour,
+            recipients_per_hour: mailbox.policy.recipients_per_hour,
         }
     }
 }
@@ -264,6 +360,75 @@ pub struct SieveSummary {
     pub name: String,
     /// Whether it is the mailbox's active script.
     pub active: bool,
+}
+
+/// A blocklist or allowlist entry to create (`POST /listings`), or its new note (`PUT /listings/{key}`): scope,
+/// action, kind and value make its key and cannot change; on `PUT` they may be left out, and when given must match.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListingInput {
+    /// `global` (admin), `domain:<domain>` (its domain admins) or `mailbox:<address>` (its owner and domain admins).
+    #[schema(value_type = Option<String>, example = "mailbox:alice@example.com")]
+    #[serde(default)]
+    pub scope: Option<ListingScope>,
+    /// `block` (refused at RCPT with 554 5.7.1) or `allow` (never greylisted; beats a block of a wider scope).
+    #[schema(value_type = Option<String>, example = "block")]
+    #[serde(default)]
+    pub action: Option<ListingAction>,
+    /// `sender` (an address), `sender-domain` (a domain and its subdomains) or `client` (an IPv4 or IPv6 address or
+    /// network in CIDR notation).
+    #[schema(value_type = Option<String>, example = "sender")]
+    #[serde(default)]
+    pub kind: Option<ListingKind>,
+    /// What it matches, of its kind; stored in normal form (lower case, A-labels, host bits cleared).
+    #[schema(example = "spam@bad.example")]
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Why it was listed, for the people who manage the list (at most 256 characters; never shown to senders).
+    #[serde(default)]
+    pub note: String,
+    /// Read-only: ignored.
+    #[schema(read_only)]
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Read-only: ignored.
+    #[schema(read_only)]
+    #[serde(default)]
+    pub created: Option<u64>,
+}
+
+/// A blocklist or allowlist entry as stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListingView {
+    /// `<scope>:<action>:<kind>:<value>`: the path key of `/listings/{key}`.
+    #[schema(example = "mailbox:alice@example.com:block:sender:spam@bad.example")]
+    pub key: String,
+    /// `global`, `domain:<domain>` or `mailbox:<address>`.
+    pub scope: String,
+    /// `block` or `allow`.
+    pub action: String,
+    /// `sender`, `sender-domain` or `client`.
+    pub kind: String,
+    /// What it matches, in normal form.
+    pub value: String,
+    /// Why it was listed.
+    pub note: String,
+    /// When it was listed, seconds since the Unix epoch.
+    pub created: Option<u64>,
+}
+
+impl From<&Listing> for ListingView {
+    fn from(listing: &Listing) -> ListingView {
+        ListingView {
+            key: listing.key.to_string(),
+            scope: listing.key.scope.to_string(),
+            action: listing.key.action.to_string(),
+            kind: listing.key.value.kind().to_string(),
+            value: listing.key.value.to_string(),
+            note: listing.note.clone(),
+            created: listing.created,
+        }
+    }
 }
 
 /// Who the token acts for.
@@ -383,3 +548,4 @@ page!(DomainAliasPage, DomainAliasView, "domain aliases");
 page!(MailboxPage, MailboxView, "mailboxes");
 page!(AliasPage, AliasView, "aliases");
 page!(SievePage, SieveSummary, "Sieve scripts");
+page!(ListingPage, ListingView, "blocklist and allowlist entries");

@@ -20,6 +20,7 @@
 //! | `/mailboxes/{address}/password` | `PUT {"password": "…"}`, hashed argon2id |
 //! | `/mailboxes/{address}/sieve`, `…/sieve/{name}` | `GET` list, `POST` create; `GET`, `PUT`, `DELETE` |
 //! | `/aliases`, `/aliases/{key}` | as domains; `{key}` may be `@domain` (the catch-all) |
+//! | `/listings`, `/listings/{key}` | blocklist and allowlist entries: `GET` list (`?domain=`, `?mailbox=`, `?scope=global`), `POST` create; `GET`, `PUT` (the note), `DELETE` |
 //! | `/conflicts` | `GET` (admin): documents whose replicas disagree, every live revision with its body (secrets left out) |
 //! | `/conflicts/{id}/resolve` | `POST {"keep": "<rev>"}` (admin): keeps that revision, deletes the others; answers the new revision |
 //!
@@ -102,9 +103,9 @@ use couchmail_index::Index;
 pub use access::{Action, Principal, Resource, authenticate};
 pub use dto::{
     AliasInput, AliasPage, AliasView, ConflictList, ConflictView, DomainAliasInput, DomainAliasPage, DomainAliasView,
-    DomainInput, DomainPage, DomainView, HealthView, MailboxInput, MailboxPage, MailboxView, PasswordInput,
-    REDACTED_FIELDS, ResolveInput, ResolvedView, RevisionView, SieveInput, SievePage, SieveSummary, SieveView,
-    WhoamiView,
+    DomainInput, DomainPage, DomainView, HealthView, ListingInput, ListingPage, ListingView, MailboxInput, MailboxPage,
+    MailboxView, PasswordInput, REDACTED_FIELDS, ResolveInput, ResolvedView, RevisionView, SieveInput, SievePage,
+    SieveSummary, SieveView, WhoamiView,
 };
 pub use error::{Error, ErrorBody, ErrorDetail};
 pub use extract::{DEFAULT_PAGE_LIMIT, MAX_BODY_BYTES, MAX_PAGE_LIMIT};

@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 /// Tests in files of their own under `tests/web/`, using the helpers below.
 mod web {
     mod conflicts;
+    mod listings;
     mod outage;
 }
 
@@ -274,6 +275,8 @@ async fn openapi_lists_every_route() {
         "/api/v1/mailboxes/{address}/sieve/{name}",
         "/api/v1/aliases",
         "/api/v1/aliases/{key}",
+        "/api/v1/listings",
+        "/api/v1/listings/{key}",
         "/api/v1/conflicts",
         "/api/v1/conflicts/{id}/resolve",
     ]
@@ -428,7 +431,9 @@ async fn domain_admin_cannot_touch_another_domain() {
     listed.expect(200);
     assert_eq!(
         listed.body["items"],
-        json!([{"name": "a.example", "active": true, "quota_default": null, "max_mailboxes": null}])
+        json!([{"name": "a.example", "active": true, "quota_default": null, "max_mailboxes": null,
+                "greylisting": null, "spam_threshold": null, "spam_reject": null, "messages_per_hour": null,
+                "recipients_per_hour": null}])
     );
     let listed = api.get("/mailboxes").token(&boss).send().await;
     listed.expect(200);
@@ -853,7 +858,9 @@ async fn domains_happy_path_with_pagination_and_cascade() {
     updated.expect(200);
     assert_eq!(
         updated.body,
-        json!({"name": "d3.example", "active": false, "quota_default": 1048576, "max_mailboxes": 3})
+        json!({"name": "d3.example", "active": false, "quota_default": 1048576, "max_mailboxes": 3,
+               "greylisting": null, "spam_threshold": null, "spam_reject": null, "messages_per_hour": null,
+               "recipients_per_hour": null})
     );
     let etag = updated.etag.clone().unwrap();
     assert_eq!(api.get("/domains/d3.example").token(&admin).send().await.etag, Some(etag.clone()));
@@ -943,7 +950,8 @@ async fn mailboxes_happy_path_with_password() {
     assert_eq!(
         created.body,
         json!({"address": "alice@a.example", "name": "Alice", "active": true, "quota_bytes": 1073741824,
-               "roles": [], "sieve_active": null, "has_password": false})
+               "roles": [], "sieve_active": null, "has_password": false, "greylisting": null,
+               "spam_threshold": null, "spam_reject": null, "messages_per_hour": null, "recipients_per_hour": null})
     );
     for local in ["bob", "carol", "dave"] {
         api.post("/mailboxes")

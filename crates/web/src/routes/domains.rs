@@ -1,8 +1,9 @@
 //! `/domains`: the mail domains.
 //!
 //! Creating and removing domains is the admin's; a domain admin reads its
-//! domains and may change their `quota_default`, not `active` or
-//! `max_mailboxes`, which bound what it can do.
+//! domains and may change their `quota_default`, greylisting and spam
+//! thresholds, not `active`, `max_mailboxes` or the sending limits
+//! (`messages_per_hour`, `recipients_per_hour`), which bound what it can do.
 
 use axum::Json;
 use axum::extract::State;
@@ -83,9 +84,15 @@ pub(crate) async fn create(
     JsonBody(input): JsonBody<DomainInput>,
 ) -> Result<Response, Error> {
     principal.authorize(Action::Write, &Resource::Installation)?;
+    let policy = input.policy();
     let Some(name) = input.name else { return Err(Error::invalid("name", "is required")) };
-    let domain =
-        Domain { name, active: input.active, quota_default: input.quota_default, max_mailboxes: input.max_mailboxes };
+    let domain = Domain {
+        name,
+        active: input.active,
+        quota_default: input.quota_default,
+        max_mailboxes: input.max_mailboxes,
+        policy,
+    };
     let rev = state.directory.create(&Document::Domain(domain.clone())).await.map_err(key_error("name"))?;
     with_etag(StatusCode::CREATED, &rev, DomainView::from(&domain))
 }
@@ -138,11 +145,21 @@ pub(crate) async fn update(
     principal.authorize(Action::Write, &Resource::Domain(&name))?;
     let (current, rev) = read(&state, &name).await?;
     check_rev(&rev, &expected, format_args!("domain `{name}`"))?;
-    if input.active != current.active || input.max_mailboxes != current.max_mailboxes {
+    let policy = input.policy();
+    if input.active != current.active
+        || input.max_mailboxes != current.max_mailboxes
+        || policy.messages_per_hour != current.policy.messages_per_hour
+        || policy.recipients_per_hour != current.policy.recipients_per_hour
+    {
         principal.authorize(Action::Write, &Resource::DomainLimits(&name))?;
     }
-    let domain =
-        Domain { name, active: input.active, quota_default: input.quota_default, max_mailboxes: input.max_mailboxes };
+    let domain = Domain {
+        name,
+        active: input.active,
+        quota_default: input.quota_default,
+        max_mailboxes: input.max_mailboxes,
+        policy,
+    };
     let rev = state.directory.update(&Document::Domain(domain.clone()), &expected).await.map_err(key_error("name"))?;
     with_etag(StatusCode::OK, &rev, DomainView::from(&domain))
 }

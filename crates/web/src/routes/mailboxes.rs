@@ -1,8 +1,9 @@
 //! `/mailboxes`: mailboxes, which are also logins, and their passwords.
 //!
-//! A mailbox's owner may read it and change its display name, password and
-//! active Sieve script; `active`, `quota_bytes` and `roles` are its domain
-//! admins' (and granting `admin` is the admin's alone). Password hashes are
+//! A mailbox's owner may read it and change its display name, password,
+//! active Sieve script, greylisting choice and spam thresholds; `active`,
+//! `quota_bytes`, the sending limits and `roles` are its domain admins' (and
+//! granting `admin` is the admin's alone). Password hashes are
 //! never shown: a mailbox answers `has_password`.
 
 use std::collections::BTreeSet;
@@ -74,6 +75,7 @@ pub(crate) async fn create(
     JsonBody(input): JsonBody<MailboxInput>,
 ) -> Result<Response, Error> {
     let Some(address) = input.address.clone() else { return Err(Error::invalid("address", "is required")) };
+    let policy = input.policy();
     principal.authorize(Action::Write, &Resource::DomainContents(address.domain()))?;
     for role in &input.roles {
         principal.authorize(Action::Write, &Resource::Role(role))?;
@@ -93,6 +95,7 @@ pub(crate) async fn create(
         quota_bytes: input.quota_bytes,
         roles: input.roles,
         sieve_active: None,
+        policy,
     };
     let rev = state.directory.create(&Document::Mailbox(mailbox.clone())).await.map_err(key_error("address"))?;
     with_etag(StatusCode::CREATED, &rev, MailboxView::from(&mailbox))
@@ -150,7 +153,12 @@ pub(crate) async fn update(
     let (current, rev) = read(&state, &address).await?;
     check_rev(&rev, &expected, format_args!("mailbox `{address}`"))?;
     principal.authorize(Action::Write, &Resource::Account { address: &address, roles: &current.roles })?;
-    if input.active != current.active || input.quota_bytes != current.quota_bytes {
+    let policy = input.policy();
+    if input.active != current.active
+        || input.quota_bytes != current.quota_bytes
+        || policy.messages_per_hour != current.policy.messages_per_hour
+        || policy.recipients_per_hour != current.policy.recipients_per_hour
+    {
         principal.authorize(Action::Write, &Resource::MailboxLimits(&address))?;
     }
     let before: BTreeSet<&Role> = current.roles.iter().collect();
@@ -166,6 +174,7 @@ pub(crate) async fn update(
         quota_bytes: input.quota_bytes,
         roles: input.roles,
         sieve_active: input.sieve_active,
+        policy,
     };
     let rev =
         state.directory.update(&Document::Mailbox(mailbox.clone()), &expected).await.map_err(key_error("address"))?;

@@ -5,6 +5,7 @@ mod aliases;
 mod conflicts;
 mod domain_aliases;
 mod domains;
+mod listings;
 mod mailboxes;
 mod meta;
 mod sieve;
@@ -37,7 +38,7 @@ pub const API_PREFIX: &str = "/api/v1";
 /// The OpenAPI document of the API, served at `/api/v1/openapi.json`.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "CouchMail API", description = "Domains, mailboxes, aliases and Sieve scripts of a CouchMail installation."),
+    info(title = "CouchMail API", description = "Domains, mailboxes, aliases, Sieve scripts and blocklists of a CouchMail installation."),
     paths(
         meta::health,
         meta::openapi_json,
@@ -68,6 +69,11 @@ pub const API_PREFIX: &str = "/api/v1";
         aliases::show,
         aliases::update,
         aliases::remove,
+        listings::list,
+        listings::create,
+        listings::show,
+        listings::update,
+        listings::remove,
         conflicts::list,
         conflicts::resolve,
     ),
@@ -79,6 +85,7 @@ pub const API_PREFIX: &str = "/api/v1";
         (name = "mailboxes", description = "Mailboxes (logins) and their passwords"),
         (name = "sieve", description = "Sieve scripts of a mailbox"),
         (name = "aliases", description = "Aliases and catch-alls"),
+        (name = "listings", description = "Blocklist and allowlist entries: global, per domain, per mailbox"),
         (name = "conflicts", description = "Documents whose replicas disagree (CouchDB replication), and settling them"),
     )
 )]
@@ -120,6 +127,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/mailboxes/{address}/sieve/{name}", get(sieve::show).put(sieve::update).delete(sieve::remove))
         .route("/aliases", get(aliases::list).post(aliases::create))
         .route("/aliases/{key}", get(aliases::show).put(aliases::update).delete(aliases::remove))
+        .route("/listings", get(listings::list).post(listings::create))
+        // A wildcard, so that a network's `/` may be written as is as well as `%2F`.
+        .route("/listings/{*key}", get(listings::show).put(listings::update).delete(listings::remove))
         .route("/conflicts", get(conflicts::list))
         .route("/conflicts/{id}/resolve", post(conflicts::resolve))
         .method_not_allowed_fallback(method_not_allowed)
