@@ -32,6 +32,7 @@ pub fn describe() -> Vec<(String, String)> {
         ("Postfix".to_owned(), package("postfix")),
         ("Dovecot".to_owned(), command("dovecot", &["--version"])),
         ("PostgreSQL".to_owned(), command("postgres", &["--version"])),
+        ("Node.js (runs pouchdb-server)".to_owned(), command("node", &["--version"])),
         ("Load average at the start (1, 5, 15 min)".to_owned(), load_average()),
     ]
 }

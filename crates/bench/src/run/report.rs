@@ -65,6 +65,10 @@ impl Report {
         let _ = writeln!(out, "\n## Machine\n");
         let _ = writeln!(out, "| | |\n|---|---|");
         for (name, value) in &self.machine {
+            // pouchdb-server's version is known once it has answered, after the machine was described.
+            if name.starts_with("Load average") && !self.couch.pouchdb_version.is_empty() {
+                let _ = writeln!(out, "| pouchdb-server (stand-in for CouchDB) | {} |", self.couch.pouchdb_version);
+            }
             let _ = writeln!(out, "| {name} | {} |", value.replace('|', "\\|"));
         }
         let _ = writeln!(out, "| Load average at the end (1, 5, 15 min) | {} |", self.load_at_end);
@@ -395,7 +399,7 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "From another process, CouchDB's figures stay the same ({} ms p50): the server answers the long-poll whoever wrote. SQLite's grow to {} ms: its store wakes a waiting changes feed at once for writes made through the same handle, but sees another process's writes only when it next looks at the file, every 15 ms (`POLL_INTERVAL` in crates/store/src/sqlite.rs).",
+                "From another process, CouchDB's p50 is {} ms: the server answers the follower's long-poll whoever wrote. SQLite's grows to {} ms: its store wakes a waiting changes feed at once for writes made through the same handle, but sees another process's writes only when it next looks at the file, every 15 ms (`POLL_INTERVAL` in crates/store/src/sqlite.rs).",
                 fixed(ms(&couchdb.latency_other_process, "write_to_answer_us", "p50"), 2),
                 fixed(ms(&sqlite.latency_other_process, "write_to_answer_us", "p50"), 2),
             );
