@@ -1,7 +1,7 @@
 //! `couchmail domain add|list|show|update|rm`.
 
 use couchmail_directory::Cascade;
-use couchmail_model::{DocKind, Document, Domain, DomainName};
+use couchmail_model::{DocKind, Document, Domain, DomainName, PolicySettings};
 use couchmail_store::Rev;
 use serde::Serialize;
 
@@ -37,7 +37,13 @@ pub async fn run(command: DomainCommand, context: &Context) -> anyhow::Result<()
     match command {
         DomainCommand::Add { domain, quota_default, max_mailboxes, inactive } => {
             let name: DomainName = parse("domain", &domain)?;
-            let doc = Domain { name: name.clone(), active: !inactive, quota_default, max_mailboxes };
+            let doc = Domain {
+                name: name.clone(),
+                active: !inactive,
+                quota_default,
+                max_mailboxes,
+                policy: PolicySettings::default(),
+            };
             let rev = create(
                 context,
                 &Document::Domain(doc.clone()),

@@ -6,7 +6,7 @@
 
 use couchmail_directory::Cascade;
 use couchmail_model::{
-    Address, DocKind, Document, DomainName, MIN_PASSWORD_CHARS, Mailbox, Password, PasswordHash, Role,
+    Address, DocKind, Document, DomainName, MIN_PASSWORD_CHARS, Mailbox, Password, PasswordHash, PolicySettings, Role,
 };
 use couchmail_store::Rev;
 use serde::Serialize;
@@ -62,6 +62,7 @@ pub async fn run(command: MailboxCommand, context: &Context) -> anyhow::Result<(
                 quota_bytes: quota,
                 roles,
                 sieve_active: None,
+                policy: PolicySettings::default(),
             };
             let rev = create(
                 context,

@@ -238,6 +238,7 @@ mod tests {
             active: true,
             quota_default: None,
             max_mailboxes: None,
+            policy: couchmail_model::PolicySettings::default(),
         };
         let first_rev = context.directory.create(&Document::Domain(domain.clone())).await.unwrap();
         let meanwhile = couchmail_model::Domain { max_mailboxes: Some(5), ..domain.clone() };
