@@ -60,6 +60,9 @@ mod tests {
             ("MAX_QUOTA_BYTES", crate::MAX_QUOTA_BYTES as usize),
             ("MAX_ALIAS_TARGETS", crate::MAX_ALIAS_TARGETS),
             ("MAX_SIEVE_SCRIPT_BYTES", crate::MAX_SIEVE_SCRIPT_BYTES),
+            ("MAX_HOURLY_LIMIT", crate::MAX_HOURLY_LIMIT as usize),
+            ("MAX_SPAM_SCORE", (crate::MAX_SPAM_SCORE_TENTHS / 10) as usize),
+            ("MAX_LISTING_NOTE_CHARS", crate::listing::MAX_LISTING_NOTE_CHARS),
         ] {
             assert!(VALIDATE_DOC_UPDATE.contains(&format!("var {name} = {value};")), "{name} is not {value}");
         }

@@ -79,7 +79,13 @@ impl fmt::Display for SpamScore {
 
 impl Serialize for SpamScore {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_f64(self.as_f64())
+        // A whole score is written as an integer, as JavaScript writes it, so that a document
+        // keeps the same JSON through a CouchDB-compatible server or Fauxton.
+        if self.tenths % 10 == 0 {
+            serializer.serialize_i32(self.tenths / 10)
+        } else {
+            serializer.serialize_f64(self.as_f64())
+        }
     }
 }
 
@@ -184,7 +190,7 @@ mod tests {
         let score: SpamScore = serde_json::from_str("6.5").unwrap();
         assert_eq!(serde_json::to_string(&score).unwrap(), "6.5");
         let whole: SpamScore = serde_json::from_str("15").unwrap();
-        assert_eq!(serde_json::to_string(&whole).unwrap(), "15.0");
+        assert_eq!(serde_json::to_string(&whole).unwrap(), "15");
         assert!(serde_json::from_str::<SpamScore>("\"6.5\"").is_err());
     }
 

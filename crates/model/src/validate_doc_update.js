@@ -27,12 +27,15 @@ function (newDoc, oldDoc, userCtx, secObj) {
     return;
   }
 
-  var KINDS = ['domain', 'domain-alias', 'mailbox', 'alias', 'sieve', 'token'];
+  var KINDS = ['domain', 'domain-alias', 'mailbox', 'alias', 'sieve', 'token', 'listing'];
   var MIN_QUOTA_BYTES = 1048576;
   var MAX_QUOTA_BYTES = 1125899906842624;
   var MAX_ALIAS_TARGETS = 300;
   var MAX_SIEVE_SCRIPT_BYTES = 262144;
   var MAX_U32 = 4294967295;
+  var MAX_HOURLY_LIMIT = 1000000;
+  var MAX_SPAM_SCORE = 100;
+  var MAX_LISTING_NOTE_CHARS = 256;
   var PASSWORD_SCHEMES = ['{ARGON2ID}', '{BLF-CRYPT}', '{SHA512-CRYPT}', '{SHA256-CRYPT}'];
   // Keys are stored in normal form: lower-case ASCII, domains as A-labels.
   var DOMAIN = /^[a-z0-9-]+(\.[a-z0-9-]+)+$/;
@@ -124,6 +127,25 @@ function (newDoc, oldDoc, userCtx, secObj) {
     }
   }
 
+  // Greylisting opt-out, spam thresholds and rate limits (issue #5): optional on domains and
+  // mailboxes, absent or null meaning "inherit".
+  function policySettings() {
+    var greylisting = newDoc.greylisting;
+    if (greylisting !== undefined && greylisting !== null && typeof greylisting !== 'boolean') {
+      refuse('greylisting', 'must be true or false');
+    }
+    var scores = ['spam_threshold', 'spam_reject'];
+    for (var score_idx = 0; score_idx < scores.length; score_idx++) {
+      var score = newDoc[scores[score_idx]];
+      if (score !== undefined && score !== null &&
+          (typeof score !== 'number' || !isFinite(score) || score < 0 || score > MAX_SPAM_SCORE)) {
+        refuse(scores[score_idx], 'must be a score between 0 and ' + MAX_SPAM_SCORE);
+      }
+    }
+    optionalInteger('messages_per_hour', 0, MAX_HOURLY_LIMIT);
+    optionalInteger('recipients_per_hour', 0, MAX_HOURLY_LIMIT);
+  }
+
   function checkSieveName(field, value) {
     if (value.length === 0 || value.indexOf('/') !== -1) {
       refuse(field, 'a sieve script name is not empty and has no `/`');
@@ -151,6 +173,7 @@ function (newDoc, oldDoc, userCtx, secObj) {
     optionalBoolean('active');
     optionalInteger('quota_default', MIN_QUOTA_BYTES, MAX_QUOTA_BYTES);
     optionalInteger('max_mailboxes', 1, MAX_U32);
+    policySettings();
   } else if (type === 'domain-alias') {
     checkDomain('_id', key);
     var target = requireString('target');
@@ -187,6 +210,7 @@ function (newDoc, oldDoc, userCtx, secObj) {
     if (sieve_active !== null) {
       checkSieveName('sieve_active', sieve_active);
     }
+    policySettings();
   } else if (type === 'alias') {
     if (key.charAt(0) === '@') {
       checkDomain('_id', key.substring(1));
@@ -237,6 +261,32 @@ function (newDoc, oldDoc, userCtx, secObj) {
       refuse('created', 'is missing');
     }
     if (!isInteger(newDoc.created) || newDoc.created < 0) {
+      refuse('created', 'must be a whole number of seconds since the Unix epoch');
+    }
+  } else if (type === 'listing') {
+    // `listing:<scope>:<action>:<kind>:<value>`, scope `global`, `domain:<d>` or `mailbox:<a>`.
+    var listing = /^(global|domain:[^:]+|mailbox:[^:]+):(block|allow):(sender|sender-domain|client):(.+)$/.exec(key);
+    if (listing === null) {
+      refuse('_id', 'must be `listing:<global|domain:D|mailbox:A>:<block|allow>:<sender|sender-domain|client>:<value>`');
+    }
+    if (listing[1].indexOf('domain:') === 0) {
+      checkDomain('_id', listing[1].substring('domain:'.length));
+    } else if (listing[1].indexOf('mailbox:') === 0) {
+      checkAddress('_id', listing[1].substring('mailbox:'.length));
+    }
+    if (listing[3] === 'sender') {
+      checkAddress('_id', listing[4]);
+    } else if (listing[3] === 'sender-domain') {
+      checkDomain('_id', listing[4]);
+    } else if (!/^[0-9a-f:.]+(\/[0-9]{1,3})?$/.test(listing[4])) {
+      refuse('_id', '`' + listing[4] + '` is not an IP address or network in normal form');
+    }
+    var note = optionalString('note', true);
+    // JavaScript counts UTF-16 units, at most two per character the model counts.
+    if (note !== null && note.length > 2 * MAX_LISTING_NOTE_CHARS) {
+      refuse('note', 'is longer than ' + MAX_LISTING_NOTE_CHARS + ' characters');
+    }
+    if (present('created') && newDoc.created !== null && (!isInteger(newDoc.created) || newDoc.created < 0)) {
       refuse('created', 'must be a whole number of seconds since the Unix epoch');
     }
   }

@@ -3,7 +3,7 @@
 //! 403 `forbidden` and a reason naming the field, and through the store as a bad request.
 
 use couchmail_model::couchdb::{VALIDATE_DOC_UPDATE, mango_indexes};
-use couchmail_model::{DocKind, Document};
+use couchmail_model::{DocKind, Document, PolicySettings, SpamScore};
 use couchmail_store::{Body, CouchConfig, CouchSetup, CouchStore, ErrorKind, MangoIndex, Store};
 use couchmail_testkit::fixtures;
 use serde_json::{Value, json};
@@ -52,6 +52,12 @@ fn valid_documents() -> Vec<(String, Body)> {
         fixtures::inactive(fixtures::alias("old@example.com", &["alice@example.com"])),
         fixtures::sieve("alice@example.com", "main", "keep;"),
         fixtures::sieve("alice@example.com", "vacation: summer ☀", ""),
+        fixtures::with_policy(fixtures::domain("policy.example"), every_policy_setting()),
+        fixtures::with_policy(fixtures::mailbox("grace@example.com"), every_policy_setting()),
+        fixtures::listing("global:block:client:192.0.2.0/24"),
+        fixtures::listing("global:allow:client:2001:db8::/32"),
+        fixtures::listing("domain:example.com:allow:sender-domain:partner.example"),
+        fixtures::listing("mailbox:alice@example.com:block:sender:spam@bad.example"),
     ]
     .into_iter()
     .map(|document| (document.id(), document.to_body()))
@@ -93,6 +99,17 @@ fn valid_documents() -> Vec<(String, Body)> {
     documents
 }
 
+/// Every issue #5 setting a domain or mailbox may carry, at its bounds.
+fn every_policy_setting() -> PolicySettings {
+    PolicySettings {
+        greylisting: Some(false),
+        spam_threshold: Some(SpamScore::from_tenths(0).unwrap()),
+        spam_reject: Some(SpamScore::from_tenths(1000).unwrap()),
+        messages_per_hour: Some(0),
+        recipients_per_hour: Some(1_000_000),
+    }
+}
+
 #[tokio::test]
 async fn every_document_the_model_accepts_gets_in() {
     let Some(url) = server_url() else { return };
@@ -127,6 +144,37 @@ fn invalid_documents() -> Vec<(&'static str, Value, &'static str)> {
         ("example.com", json!({ "type": "domain" }), "_id: a domain document has an _id starting with `domain:`"),
         ("domain:Example.com", json!({ "type": "domain" }), "_id: `Example.com` is not a domain in normal form"),
         ("domain:example.com", json!({ "type": "domain", "active": "yes" }), "active: must be true or false"),
+        ("domain:example.com", json!({ "type": "domain", "greylisting": "no" }), "greylisting: must be true or false"),
+        (
+            "mailbox:alice@example.com",
+            json!({ "type": "mailbox", "spam_threshold": 101 }),
+            "spam_threshold: must be a score between 0 and 100",
+        ),
+        (
+            "mailbox:alice@example.com",
+            json!({ "type": "mailbox", "messages_per_hour": -1 }),
+            "messages_per_hour: must be a whole number between 0 and 1000000",
+        ),
+        (
+            "listing:everyone:block:client:192.0.2.1",
+            json!({ "type": "listing" }),
+            "_id: must be `listing:<global|domain:D|mailbox:A>:<block|allow>:<sender|sender-domain|client>:<value>`",
+        ),
+        (
+            "listing:global:block:client:not-an-ip",
+            json!({ "type": "listing" }),
+            "_id: `not-an-ip` is not an IP address or network in normal form",
+        ),
+        (
+            "listing:domain:Example.com:block:sender-domain:bad.example",
+            json!({ "type": "listing" }),
+            "_id: `Example.com` is not a domain in normal form",
+        ),
+        (
+            "listing:global:block:sender:spam@bad.example",
+            json!({ "type": "listing", "note": 5 }),
+            "note: must be a string",
+        ),
         (
             "domain:example.com",
             json!({ "type": "domain", "quota_default": -1 }),
