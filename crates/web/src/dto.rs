@@ -451,6 +451,52 @@ pub struct HealthView {
     pub index_ready: bool,
     /// The last change sequence the index applied (opaque).
     pub last_seq: Option<String>,
+    /// Invalid document revisions the index skipped since start (details: `GET /api/v1/status`).
+    pub skipped_documents: u64,
+    /// Whether the last read of the store's changes feed failed: the index is serving its last
+    /// snapshot and writes may answer 503 (details: `GET /api/v1/status`).
+    pub store_error: bool,
+}
+
+/// The index and the store in detail, for an administrator.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusView {
+    /// The store, without secrets (`sqlite:PATH` or `couchdb:URL`).
+    pub store: String,
+    /// Whether the index has its first snapshot.
+    pub index_ready: bool,
+    /// The last change sequence the index applied (opaque).
+    pub last_seq: Option<String>,
+    /// How many snapshots the index has published since start.
+    pub generation: u64,
+    /// Entries in the current snapshot, by kind.
+    #[schema(value_type = Object)]
+    pub counts: serde_json::Map<String, serde_json::Value>,
+    /// Invalid document revisions skipped since start.
+    pub skipped_total: u64,
+    /// The latest skipped revisions, oldest first, each with why it was refused.
+    pub recent_skipped: Vec<SkippedView>,
+    /// Failed reads of the changes feed since start.
+    pub store_errors_total: u64,
+    /// The error of the last read, when it failed.
+    pub last_store_error: Option<String>,
+    /// The sequence of the last index checkpoint saved or resumed from.
+    pub checkpoint_seq: Option<String>,
+    /// Why the last checkpoint could not be saved.
+    pub checkpoint_error: Option<String>,
+}
+
+/// An invalid document revision the index skipped; its last valid revision, if any, stays in force.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SkippedView {
+    /// `_id`
+    pub id: String,
+    /// The invalid revision.
+    pub rev: String,
+    /// Where it sits in the changes feed.
+    pub seq: String,
+    /// Why it was refused, naming the field at fault.
+    pub reason: String,
 }
 
 /// Body fields never shown in a conflict's revisions, whatever the document's type: a

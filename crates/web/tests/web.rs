@@ -255,6 +255,37 @@ async fn health_and_openapi_need_no_token() {
 }
 
 #[tokio::test]
+async fn skipped_documents_are_counted_in_health_and_explained_to_admins_in_status() {
+    let api = Api::start().await;
+    api.seed([fixtures::domain("example.com"), fixtures::mailbox("alice@example.com")]).await;
+    // An invalid document written past the directory, as a direct CouchDB edit would be.
+    let body = json!({ "type": "mailbox", "active": "yes" });
+    api.store.store.put("mailbox:bob@example.com", None, body.as_object().unwrap()).await.unwrap();
+    api.index.wait_until(|snapshot| snapshot.counts().invalid_documents == 1, Duration::from_secs(10)).await.unwrap();
+
+    let health = api.get("/health").send().await;
+    health.expect(200);
+    assert_eq!(health.body["skipped_documents"], 1);
+    assert_eq!(health.body["store_error"], false);
+    assert!(!health.text.contains("bob@example.com"), "health names no address: {}", health.text);
+
+    api.get("/status").send().await.expect_error(401, "unauthenticated");
+    let user = api.token(TokenPrincipal::Mailbox(fixtures::address("alice@example.com"))).await;
+    api.get("/status").token(&user).send().await.expect_error(403, "forbidden");
+    let admin = api.admin_token().await;
+    let status = api.get("/status").token(&admin).send().await;
+    status.expect(200);
+    assert_eq!(status.body["index_ready"], true);
+    assert!(status.body["store"].as_str().unwrap().starts_with("sqlite:"), "{}", status.text);
+    assert_eq!(status.body["counts"]["mailboxes"], 1);
+    assert_eq!(status.body["counts"]["invalid_documents"], 1);
+    assert_eq!(status.body["skipped_total"], 1);
+    let skipped = &status.body["recent_skipped"][0];
+    assert_eq!(skipped["id"], "mailbox:bob@example.com");
+    assert!(skipped["reason"].as_str().unwrap().contains("active"), "{}", status.text);
+}
+
+#[tokio::test]
 async fn openapi_lists_every_route() {
     let api = Api::start().await;
     let reply = api.get("/openapi.json").send().await;
@@ -262,6 +293,7 @@ async fn openapi_lists_every_route() {
     let paths: BTreeSet<&str> = reply.body["paths"].as_object().unwrap().keys().map(String::as_str).collect();
     let expected: BTreeSet<&str> = [
         "/api/v1/health",
+        "/api/v1/status",
         "/api/v1/openapi.json",
         "/api/v1/whoami",
         "/api/v1/domains",

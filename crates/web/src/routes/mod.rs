@@ -41,6 +41,7 @@ pub const API_PREFIX: &str = "/api/v1";
     info(title = "CouchMail API", description = "Domains, mailboxes, aliases, Sieve scripts and blocklists of a CouchMail installation."),
     paths(
         meta::health,
+        meta::status,
         meta::openapi_json,
         meta::whoami,
         domains::list,
@@ -111,6 +112,7 @@ impl Modify for BearerScheme {
 pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/health", get(meta::health))
+        .route("/status", get(meta::status))
         .route("/openapi.json", get(meta::openapi_json))
         .route("/whoami", get(meta::whoami))
         .route("/domains", get(domains::list).post(domains::create))
