@@ -16,7 +16,8 @@ use anyhow::{Context, Result, bail};
 /// The end-to-end suites run Postfix (`postfix`, `postmap`; `postfix-lmdb` for the comparison maps) and Dovecot with
 /// its IMAP and LMTP servers, Pigeonhole Sieve (`sievec`, `sieve-test`) and the Lua passdb/userdb; `lua5.4` checks
 /// the rendered auth script; `swaks` and `openssl` are real SMTP and TLS clients; `ca-certificates` for TLS; `g++`
-/// compiles libFuzzer for the fuzz smoke run.
+/// compiles libFuzzer for the fuzz smoke run; `knot` (Knot DNS) serves the DNS blocklist of the postscreen test, run
+/// with the stack in a network namespace made with `iproute2`'s `ip netns`.
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "postfix",
     "postfix-lmdb",
@@ -30,6 +31,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "openssl",
     "ca-certificates",
     "g++",
+    "knot",
+    "iproute2",
 ];
 
 /// The account that owns every mailbox on disk (DESIGN.md §3: Dovecot's userdb answers uid and gid 5000).
