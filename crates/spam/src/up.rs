@@ -20,7 +20,7 @@ use crate::error::{Error, ErrorKind};
 pub const SYSTEM_SITE_CONFIG_DIR: &str = "/etc/spamassassin";
 /// The account spamd's children run as; it owns the mail store and the per-user spam data.
 const MAIL_USER: &str = "vmail";
-/// The group of the milter's socket: Postfix's smtpd connects to it.
+/// The group of the milter's socket directory: Postfix's smtpd connects to the socket inside.
 const POSTFIX_GROUP: &str = "postfix";
 /// What a sender's server is told when a message is refused at SMTP time (after `550 5.7.1`).
 const REJECT_TEXT: &str = "Message refused as spam; if this is a mistake, write to postmaster";
@@ -29,7 +29,7 @@ const REJECT_TEXT: &str = "Message refused as spam; if this is a mistake, write 
 ///
 /// - the per-user root ([`Spam::user_dir_root`]), vmail, 0700: spamd's children create each user's directory in it;
 /// - spamd's socket directory, root, 0755 (spamd creates the socket as vmail, 0660, with [`Spam::socket_group`]);
-/// - the milter's socket directory, spamass-milter:postfix, 0750, when it runs;
+/// - the milter's socket directory, spamass-milter:postfix, 2750 (setgid), when it runs;
 /// - copies of the system's `*.pre` files beside the rendered `local.cf`: `--siteconfigpath` replaces
 ///   /etc/spamassassin, and without them spamd loads no plugin and cannot scan;
 /// - the compiled global Sieve scripts, readable by vmail ([`Sievec::compile`]).
@@ -45,9 +45,10 @@ pub async fn prepare(stack: &Stack) -> Result<(), Error> {
     if let Some(reject) = &spam.smtp_reject
         && let Some(socket_dir) = reject.milter_socket.parent()
     {
+        // Setgid: the socket spamass-milter creates inside belongs to group postfix, so smtpd can connect.
         let milter = account(SPAMASS_MILTER_USER)?;
         let postfix = account(POSTFIX_GROUP)?;
-        make_dir(socket_dir, 0o750, Some((milter.0, postfix.1)))?;
+        make_dir(socket_dir, 0o2750, Some((milter.0, postfix.1)))?;
     }
     copy_pre_files(Path::new(SYSTEM_SITE_CONFIG_DIR), &paths.spamassassin_site_dir())?;
     let sievec = Sievec { program: find_program("sievec"), config: Some(paths.dovecot_config_file()) };
@@ -128,7 +129,6 @@ fn milter_options(stack: &Stack, spam: &Spam) -> Option<SpamassMilterOptions> {
         setpriv: find_program("setpriv"),
         user: SPAMASS_MILTER_USER.to_owned(),
         socket: reject.milter_socket.clone(),
-        socket_group: POSTFIX_GROUP.to_owned(),
         reject_score: reject.score.tenths() / 10,
         reject_text: REJECT_TEXT.to_owned(),
         spamd_socket: spam.spamd_socket.clone(),

@@ -7,8 +7,9 @@
 //! running as the mail user (`--username`), and reads and writes per-user data only there. Its socket is mode 0660,
 //! owned by the mail user and by the milter's group: spamd believes the user name a client sends and lets clients
 //! train (`--allow-tell`), so no other local account may connect. spamass-milter never runs as root: `setpriv`
-//! starts it as its own account, with Postfix's group as a supplementary group so that its socket can belong
-//! to `postfix`.
+//! starts it as its own account, with umask 007, in a setgid directory of group `postfix`, so that its socket is
+//! `spamass-milter:postfix`, mode 0770, and Postfix's smtpd (and nobody else) can connect. (Debian's 0.4.0 has no
+//! option to set the socket's group.)
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -119,10 +120,9 @@ pub struct SpamassMilterOptions {
     pub setpriv: PathBuf,
     /// The account it runs as (Debian's package creates `spamass-milter`).
     pub user: String,
-    /// The socket Postfix connects to.
+    /// The socket Postfix connects to, in a directory that is setgid to Postfix's group (the socket gets that group,
+    /// and mode 0770 from the umask).
     pub socket: PathBuf,
-    /// The socket's group: Postfix's, so that smtpd may connect (mode 0660).
-    pub socket_group: String,
     /// Messages scoring this many whole points or more are refused. spamass-milter reads scores as whole numbers.
     pub reject_score: i32,
     /// The text of the refusal, after `550 5.7.1`.
@@ -142,16 +142,24 @@ pub struct SpamassMilterOptions {
     pub pid_file: PathBuf,
 }
 
+/// The shell line that sets the umask for the milter's socket and then becomes the rest of the arguments.
+const UMASK_THEN_EXEC: &str = "umask 007 && exec \"$@\"";
+
 /// spamass-milter as a supervised daemon.
 ///
 /// `-M` leaves the message untouched (delivery scans again, per recipient, and adds the headers the user sees),
 /// `-I` skips authenticated clients, `-r` refuses at the reject score. spamc runs without `-x`, so a failed scan
-/// returns the message unscanned and the milter accepts it.
+/// returns the message unscanned and the milter accepts it. `sh` sets the umask and `exec`s `setpriv`, which
+/// `exec`s the milter: one process, in the supervisor's process group.
 pub fn spamass_milter_daemon(options: &SpamassMilterOptions) -> ProcessSpec {
     let mut args: Vec<OsString> = vec![
+        "-c".into(),
+        UMASK_THEN_EXEC.into(),
+        "spamass-milter".into(),
+        options.setpriv.clone().into(),
         format!("--reuid={}", options.user).into(),
         format!("--regid={}", options.user).into(),
-        format!("--groups={}", options.socket_group).into(),
+        "--init-groups".into(),
         "--inh-caps=-all".into(),
         "--".into(),
         options.program.clone().into(),
@@ -159,8 +167,6 @@ pub fn spamass_milter_daemon(options: &SpamassMilterOptions) -> ProcessSpec {
         options.socket.clone().into(),
         "-P".into(),
         options.pid_file.clone().into(),
-        "-g".into(),
-        options.socket_group.clone().into(),
         "-M".into(),
         "-I".into(),
         "-r".into(),
@@ -177,7 +183,7 @@ pub fn spamass_milter_daemon(options: &SpamassMilterOptions) -> ProcessSpec {
     args.extend(["-s".into(), options.max_scan_bytes.to_string().into()]);
     ProcessSpec {
         name: "spamass-milter".to_owned(),
-        program: options.setpriv.clone(),
+        program: PathBuf::from("/bin/sh"),
         args,
         log_file: Some(options.log_file.clone()),
         stop_signal: StopSignal::Term,
@@ -228,7 +234,6 @@ mod tests {
             setpriv: "/usr/bin/setpriv".into(),
             user: "spamass-milter".into(),
             socket: "/run/cm/spamass-milter/spamass.sock".into(),
-            socket_group: "postfix".into(),
             reject_score: 15,
             reject_text: "spam refused".into(),
             spamd_socket: "/run/cm/spamd/spamd.sock".into(),
@@ -239,15 +244,16 @@ mod tests {
             pid_file: "/run/cm/spamass-milter/spamass-milter.pid".into(),
         };
         let spec = spamass_milter_daemon(&options);
-        assert_eq!(spec.program, PathBuf::from("/usr/bin/setpriv"));
+        assert_eq!(spec.program, PathBuf::from("/bin/sh"));
         let args = text(&spec.args);
+        assert_eq!(args[..4], ["-c", UMASK_THEN_EXEC, "spamass-milter", "/usr/bin/setpriv"]);
         assert_eq!(
-            args[..5],
-            ["--reuid=spamass-milter", "--regid=spamass-milter", "--groups=postfix", "--inh-caps=-all", "--"]
+            args[4..9],
+            ["--reuid=spamass-milter", "--regid=spamass-milter", "--init-groups", "--inh-caps=-all", "--"]
         );
-        assert_eq!(args[5], "/usr/sbin/spamass-milter");
+        assert_eq!(args[9], "/usr/sbin/spamass-milter");
         let milter_end = args.iter().rposition(|arg| arg == "--").unwrap();
-        let milter = &args[6..milter_end];
+        let milter = &args[10..milter_end];
         let spamc = &args[milter_end + 1..];
         assert!(milter.windows(2).any(|pair| pair == ["-r", "15"]), "{milter:?}");
         assert!(milter.contains(&"-M".to_owned()) && milter.contains(&"-I".to_owned()), "{milter:?}");
