@@ -17,7 +17,8 @@ use anyhow::{Context, Result, bail};
 /// its IMAP and LMTP servers, Pigeonhole Sieve (`sievec`, `sieve-test`) and the Lua passdb/userdb; `lua5.4` checks
 /// the rendered auth script; `swaks` and `openssl` are real SMTP and TLS clients; `ca-certificates` for TLS; `g++`
 /// compiles libFuzzer for the fuzz smoke run; `knot` (Knot DNS) serves the DNS blocklist of the postscreen test, run
-/// with the stack in a network namespace made with `iproute2`'s `ip netns`.
+/// with the stack in a network namespace made with `iproute2`'s `ip netns`; `spamassassin`, `spamd`, `spamc` and
+/// `spamass-milter` scan mail (docs/spam.md; `couchmail_supervisor::SPAM_DEBIAN_PACKAGES` is the same list for `up`).
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "postfix",
     "postfix-lmdb",
@@ -33,6 +34,10 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "g++",
     "knot",
     "iproute2",
+    "spamassassin",
+    "spamd",
+    "spamc",
+    "spamass-milter",
 ];
 
 /// The account that owns every mailbox on disk (DESIGN.md §3: Dovecot's userdb answers uid and gid 5000).
