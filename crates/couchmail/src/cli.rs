@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The exit codes, as `couchmail --help` shows them (docs/cli.md too).
 const EXIT_CODES_HELP: &str = "\
@@ -25,6 +25,8 @@ Examples:
   couchmail domain add example.com --quota-default 2G
   couchmail mailbox add alice@example.com --name 'Alice Liddell'
   couchmail mailbox passwd alice@example.com
+  couchmail mailbox update alice@example.com --greylisting off --spam-threshold 6.5
+  couchmail listing add block sender-domain spam.example --note 'pill spam'
   couchmail --json mailbox list --domain example.com
   couchmail export --include-secrets --output backup.jsonl";
 
@@ -84,6 +86,10 @@ pub enum Command {
     /// Manage API bearer tokens.
     #[command(subcommand, after_help = "Example:\n  couchmail token create --admin --label ops")]
     Token(TokenCommand),
+    /// Manage blocklists and allowlists: senders, sender domains and client networks, for everyone, a domain or a
+    /// mailbox.
+    #[command(subcommand, after_help = LISTING_HELP)]
+    Listing(ListingCommand),
     /// Write every document to a JSON Lines file, without secrets unless asked.
     #[command(after_help = "Examples:\n  couchmail export --output backup.jsonl\n  \
                             couchmail export --include-secrets --output full-backup.jsonl")]
@@ -208,7 +214,8 @@ impl ActiveFlags {
 #[derive(Debug, Subcommand)]
 pub enum DomainCommand {
     /// Add a domain.
-    #[command(after_help = "Example:\n  couchmail domain add example.com --quota-default 2G --max-mailboxes 50")]
+    #[command(after_help = "Examples:\n  couchmail domain add example.com --quota-default 2G --max-mailboxes 50\n  \
+                            couchmail domain add example.org --greylisting off --spam-threshold 5 --spam-reject 15")]
     Add {
         /// The domain (Unicode names are stored in A-label form).
         domain: String,
@@ -221,6 +228,8 @@ pub enum DomainCommand {
         /// Add it inactive: it receives no mail until activated.
         #[arg(long)]
         inactive: bool,
+        #[command(flatten)]
+        policy: PolicyFlags,
     },
     /// List domains.
     #[command(after_help = "Example:\n  couchmail domain list --json")]
@@ -232,7 +241,9 @@ pub enum DomainCommand {
         domain: String,
     },
     /// Change a domain's settings.
-    #[command(after_help = "Example:\n  couchmail domain update example.com --quota-default 5G --inactive")]
+    #[command(after_help = "Examples:\n  couchmail domain update example.com --quota-default 5G --inactive\n  \
+                            couchmail domain update example.com --spam-threshold 6.5 --messages-per-hour 100\n  \
+                            couchmail domain update example.com --greylisting inherit")]
     Update {
         /// The domain.
         domain: String,
@@ -250,13 +261,15 @@ pub enum DomainCommand {
         no_max_mailboxes: bool,
         #[command(flatten)]
         active: ActiveFlags,
+        #[command(flatten)]
+        policy: PolicyFlags,
     },
     /// Remove a domain.
     #[command(after_help = "Example:\n  couchmail domain rm example.com --cascade")]
     Rm {
         /// The domain.
         domain: String,
-        /// Also remove its mailboxes, aliases, domain aliases and Sieve scripts.
+        /// Also remove its mailboxes, aliases, domain aliases, Sieve scripts, tokens and listings.
         #[arg(long)]
         cascade: bool,
     },
@@ -312,6 +325,8 @@ pub enum MailboxCommand {
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
+        #[command(flatten)]
+        policy: PolicyFlags,
     },
     /// List mailboxes.
     #[command(after_help = "Example:\n  couchmail mailbox list --domain example.com")]
@@ -327,9 +342,11 @@ pub enum MailboxCommand {
         address: String,
     },
     /// Change a mailbox.
-    #[command(
-        after_help = "Example:\n  couchmail mailbox update alice@example.com --quota 5G --add-role domain-admin:example.com"
-    )]
+    #[command(after_help = "Examples:\n  \
+                            couchmail mailbox update alice@example.com --quota 5G --add-role domain-admin:example.com\n  \
+                            couchmail mailbox update alice@example.com --greylisting off --spam-reject 12\n  \
+                            couchmail mailbox update bob@example.com --messages-per-hour 0\n  \
+                            couchmail mailbox update bob@example.com --messages-per-hour inherit")]
     Update {
         /// The address.
         address: String,
@@ -350,6 +367,8 @@ pub enum MailboxCommand {
         /// Take a role away (repeatable).
         #[arg(long = "remove-role", value_name = "ROLE")]
         remove_roles: Vec<String>,
+        #[command(flatten)]
+        policy: PolicyFlags,
     },
     /// Set a mailbox's password (asked twice on a terminal, or read from stdin).
     #[command(after_help = "Examples:\n  couchmail mailbox passwd alice@example.com\n  \
@@ -366,7 +385,7 @@ pub enum MailboxCommand {
     Rm {
         /// The address.
         address: String,
-        /// Also remove its Sieve scripts and take it out of the aliases that target it.
+        /// Also remove its Sieve scripts, tokens and listings, and take it out of the aliases that target it.
         #[arg(long)]
         cascade: bool,
     },
@@ -507,6 +526,217 @@ pub enum TokenCommand {
     },
 }
 
+/// What `couchmail listing --help` says before the examples.
+const LISTING_HELP: &str = "\
+A listing blocks or allows mail at RCPT time, before greylisting:
+  block  refused with 554 5.7.1, saying whose blocklist the sender is on
+  allow  never greylisted, and a block of a wider scope does not apply
+It matches one kind of thing:
+  sender         an envelope sender address (also with a +extension)
+  sender-domain  a sender domain and all its subdomains
+  client         the SMTP client's IPv4 or IPv6 address, or a network in CIDR notation
+for one scope:
+  (no flag)          global: mail to every recipient (the admin's list)
+  --domain DOMAIN    mail to the domain's addresses (its domain admins' list)
+  --mailbox ADDRESS  mail to one mailbox (its owner's list)
+The narrowest scope with a matching listing decides, and within a scope allow beats block.
+Values are stored in one normal form (lower case, A-labels, a network's host bits cleared),
+so one entry is never listed twice. The key SCOPE:ACTION:KIND:VALUE names a listing in
+`show`, `update` and `rm`: the first four columns of `listing list`, joined by `:`.
+
+Examples:
+  couchmail listing add block client 192.0.2.0/24 --note 'dictionary attacks'
+  couchmail listing add allow sender-domain partner.example --domain example.com
+  couchmail listing add block sender spam@bad.example --mailbox alice@example.com
+  couchmail listing list --mailbox alice@example.com
+  couchmail listing rm global:block:client:192.0.2.0/24
+  couchmail listing rm block sender spam@bad.example --mailbox alice@example.com";
+
+/// `block` or `allow`, as typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListingActionArg {
+    /// Refuse at RCPT with 554 5.7.1.
+    Block,
+    /// Never greylist, and ignore blocks of wider scopes.
+    Allow,
+}
+
+/// What a listing matches, as typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListingKindArg {
+    /// An envelope sender address.
+    Sender,
+    /// A sender domain and its subdomains.
+    SenderDomain,
+    /// A client IP address or CIDR network.
+    Client,
+}
+
+/// `--domain` / `--mailbox`: a listing's scope; neither is global.
+#[derive(Debug, Args, Default)]
+#[group(multiple = false)]
+pub struct ListingScopeFlags {
+    /// Mail to this domain's addresses: its domain admins' list (without --domain or --mailbox: global).
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
+    /// Mail to this mailbox only: its owner's list.
+    #[arg(long, value_name = "ADDRESS")]
+    pub mailbox: Option<String>,
+}
+
+/// Which listing `show`, `update` and `rm` mean: its key, or the words given to `add`.
+#[derive(Debug, Args)]
+pub struct ListingTarget {
+    /// The key SCOPE:ACTION:KIND:VALUE, or ACTION KIND VALUE with the scope's --domain or --mailbox as for `add`.
+    #[arg(required = true, num_args = 1..=3, value_name = "KEY | ACTION KIND VALUE")]
+    pub words: Vec<String>,
+    #[command(flatten)]
+    pub scope: ListingScopeFlags,
+}
+
+/// `couchmail listing …`
+#[derive(Debug, Subcommand)]
+pub enum ListingCommand {
+    /// Block or allow a sender, a sender domain or a client network, for everyone, a domain or a mailbox.
+    #[command(
+        after_help = "Examples:\n  couchmail listing add block client 192.0.2.77/24   # stored as 192.0.2.0/24\n  \
+                            couchmail listing add block sender-domain spam.example --note 'pill spam'\n  \
+                            couchmail listing add allow client 2001:db8::/32 --domain example.com\n  \
+                            couchmail listing add allow sender boss@partner.example --mailbox alice@example.com"
+    )]
+    Add {
+        /// `block` or `allow`.
+        action: ListingActionArg,
+        /// What to match: `sender`, `sender-domain` or `client`.
+        kind: ListingKindArg,
+        /// An address, a domain, or an IP address or CIDR network, by KIND.
+        value: String,
+        #[command(flatten)]
+        scope: ListingScopeFlags,
+        /// Why it is listed, for the people who manage the list (at most 256 characters; never shown to senders).
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        note: String,
+    },
+    /// List listings: all of them, the global ones, a domain's (with its mailboxes'), or a mailbox's.
+    #[command(after_help = "Examples:\n  couchmail listing list\n  couchmail listing list --global\n  \
+                            couchmail listing list --domain example.com\n  \
+                            couchmail --json listing list --mailbox alice@example.com")]
+    List {
+        /// Only the global listings.
+        #[arg(long, conflicts_with_all = ["domain", "mailbox"])]
+        global: bool,
+        /// Only this domain's listings and its mailboxes'.
+        #[arg(long, value_name = "DOMAIN", conflicts_with = "mailbox")]
+        domain: Option<String>,
+        /// Only this mailbox's listings.
+        #[arg(long, value_name = "ADDRESS")]
+        mailbox: Option<String>,
+    },
+    /// Show one listing.
+    #[command(after_help = "Examples:\n  couchmail listing show global:block:client:192.0.2.0/24\n  \
+                            couchmail listing show block sender spam@bad.example --mailbox alice@example.com")]
+    Show {
+        #[command(flatten)]
+        target: ListingTarget,
+    },
+    /// Change a listing's note (what it matches cannot change: remove it and add another).
+    #[command(
+        after_help = "Example:\n  couchmail listing update global:block:client:192.0.2.0/24 --note 'ticket 1234'"
+    )]
+    Update {
+        #[command(flatten)]
+        target: ListingTarget,
+        /// The new note; `''` removes it.
+        #[arg(long, value_name = "TEXT", required = true)]
+        note: String,
+    },
+    /// Remove a listing.
+    #[command(
+        visible_alias = "remove",
+        after_help = "Examples:\n  couchmail listing rm global:block:client:192.0.2.0/24\n  \
+                      couchmail listing rm allow sender-domain partner.example --domain example.com"
+    )]
+    Rm {
+        #[command(flatten)]
+        target: ListingTarget,
+    },
+}
+
+/// `on`, `off` or `inherit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Toggle {
+    /// Turn it on.
+    On,
+    /// Turn it off.
+    Off,
+    /// Remove the own value: a mailbox takes its domain's, a domain the configuration's.
+    Inherit,
+}
+
+/// A setting's new value, or `inherit` to remove the own value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Setting<T> {
+    /// Set it to this.
+    Value(T),
+    /// Remove it: a mailbox takes its domain's, a domain the configuration's.
+    Inherit,
+}
+
+/// The mail-policy settings of a domain or mailbox (issue #5); every flag is optional and leaves the setting
+/// alone when absent.
+#[derive(Debug, Args, Default, Clone)]
+#[command(next_help_heading = "Mail policy (`inherit`: a mailbox takes its domain's, a domain the configuration's)")]
+pub struct PolicyFlags {
+    /// Greylisting of mail from unknown senders.
+    #[arg(long, value_name = "on|off|inherit", hide_possible_values = true)]
+    pub greylisting: Option<Toggle>,
+    /// SpamAssassin score (0 to 100, one decimal) from which mail is filed into Junk.
+    #[arg(long, value_name = "SCORE|inherit", value_parser = parse_score_setting, allow_negative_numbers = true)]
+    pub spam_threshold: Option<Setting<f64>>,
+    /// Score from which mail is refused at SMTP time; above the spam threshold.
+    #[arg(long, value_name = "SCORE|inherit", value_parser = parse_score_setting, allow_negative_numbers = true)]
+    pub spam_reject: Option<Setting<f64>>,
+    /// Messages a logged-in user may send per hour (0: none).
+    #[arg(long, value_name = "N|inherit", value_parser = parse_limit_setting)]
+    pub messages_per_hour: Option<Setting<u32>>,
+    /// Recipients a logged-in user may send to per hour, summed over messages.
+    #[arg(long, value_name = "N|inherit", value_parser = parse_limit_setting)]
+    pub recipients_per_hour: Option<Setting<u32>>,
+}
+
+impl PolicyFlags {
+    /// Whether no policy flag was given.
+    pub fn is_empty(&self) -> bool {
+        self.greylisting.is_none()
+            && self.spam_threshold.is_none()
+            && self.spam_reject.is_none()
+            && self.messages_per_hour.is_none()
+            && self.recipients_per_hour.is_none()
+    }
+}
+
+/// Parses `--spam-threshold`/`--spam-reject`: a number or `inherit`. Bounds and the one decimal are the model's
+/// to check, so that breaking them is invalid input (exit 5) rather than a usage error.
+fn parse_score_setting(input: &str) -> Result<Setting<f64>, String> {
+    if input == "inherit" {
+        return Ok(Setting::Inherit);
+    }
+    match input.trim().parse::<f64>() {
+        Ok(score) if score.is_finite() => Ok(Setting::Value(score)),
+        _ => Err(format!("`{input}` is not a score: write a number such as 6.5, or `inherit`")),
+    }
+}
+
+/// Parses `--messages-per-hour`/`--recipients-per-hour`: a whole number or `inherit`.
+fn parse_limit_setting(input: &str) -> Result<Setting<u32>, String> {
+    if input == "inherit" {
+        return Ok(Setting::Inherit);
+    }
+    input.trim().parse::<u32>().map(Setting::Value).map_err(|_| {
+        format!("`{input}` is not a number of messages or recipients: write one such as 100, or `inherit`")
+    })
+}
+
 /// Parses a size: bytes, or a number with a K, M, G or T suffix (powers of
 /// 1024; `KiB`, `KB` and `k` are read the same).
 pub fn parse_size(input: &str) -> Result<u64, String> {
@@ -562,6 +792,58 @@ mod tests {
         assert!(parse_size("G").is_err());
         assert!(parse_size("-1G").is_err());
         assert!(parse_size("99999999999T").unwrap_err().contains("too large"));
+    }
+
+    #[test]
+    fn policy_settings_take_inherit() {
+        assert_eq!(parse_score_setting("6.5"), Ok(Setting::Value(6.5)));
+        assert_eq!(parse_score_setting("inherit"), Ok(Setting::Inherit));
+        assert!(parse_score_setting("lots").unwrap_err().contains("6.5"));
+        assert!(parse_score_setting("inf").is_err());
+        assert_eq!(parse_limit_setting("0"), Ok(Setting::Value(0)));
+        assert_eq!(parse_limit_setting("inherit"), Ok(Setting::Inherit));
+        assert!(parse_limit_setting("-1").is_err());
+        assert!(parse_limit_setting("1.5").is_err());
+        assert!(PolicyFlags::default().is_empty());
+    }
+
+    #[test]
+    fn listing_targets_take_a_key_or_three_words() {
+        let cli = Cli::try_parse_from(["couchmail", "listing", "rm", "global:block:client:192.0.2.0/24"]).unwrap();
+        let Command::Listing(ListingCommand::Rm { target }) = cli.command else { panic!("{cli:?}") };
+        assert_eq!(target.words, ["global:block:client:192.0.2.0/24"]);
+        let cli = Cli::try_parse_from([
+            "couchmail",
+            "listing",
+            "remove",
+            "block",
+            "client",
+            "192.0.2.1",
+            "--domain",
+            "a.example",
+        ])
+        .unwrap();
+        let Command::Listing(ListingCommand::Rm { target }) = cli.command else { panic!("{cli:?}") };
+        assert_eq!(target.words.len(), 3);
+        assert_eq!(target.scope.domain.as_deref(), Some("a.example"));
+        assert!(Cli::try_parse_from(["couchmail", "listing", "rm", "a", "b", "c", "d"]).is_err());
+        assert!(Cli::try_parse_from(["couchmail", "listing", "rm"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "couchmail",
+                "listing",
+                "add",
+                "block",
+                "client",
+                "192.0.2.1",
+                "--domain",
+                "a.example",
+                "--mailbox",
+                "b@a.example"
+            ])
+            .is_err()
+        );
+        assert!(Cli::try_parse_from(["couchmail", "listing", "list", "--global", "--domain", "a.example"]).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@ use couchmail_model::{DocKind, Document, Domain, DomainName, PolicySettings};
 use couchmail_store::Rev;
 use serde::Serialize;
 
+use super::policy::{self, PolicyView};
 use super::{Context, create, fetch, list, parse, remove, require_change, write_back, wrong_kind};
 use crate::cli::{DomainCommand, format_size};
 use crate::output::{self, Table, or_dash, yes_no};
@@ -17,6 +18,9 @@ struct DomainView {
     active: bool,
     quota_default: Option<u64>,
     max_mailboxes: Option<u32>,
+    /// Greylisting, spam thresholds and sending limits; `null` is inherited from the configuration.
+    #[serde(flatten)]
+    policy: PolicyView,
     rev: String,
 }
 
@@ -28,6 +32,7 @@ impl DomainView {
             active: domain.active,
             quota_default: domain.quota_default,
             max_mailboxes: domain.max_mailboxes,
+            policy: PolicyView::from(&domain.policy),
             rev: rev.to_string(),
         }
     }
@@ -35,15 +40,11 @@ impl DomainView {
 
 pub async fn run(command: DomainCommand, context: &Context) -> anyhow::Result<()> {
     match command {
-        DomainCommand::Add { domain, quota_default, max_mailboxes, inactive } => {
+        DomainCommand::Add { domain, quota_default, max_mailboxes, inactive, policy } => {
             let name: DomainName = parse("domain", &domain)?;
-            let doc = Domain {
-                name: name.clone(),
-                active: !inactive,
-                quota_default,
-                max_mailboxes,
-                policy: PolicySettings::default(),
-            };
+            let mut settings = PolicySettings::default();
+            policy::apply(&policy, &mut settings)?;
+            let doc = Domain { name: name.clone(), active: !inactive, quota_default, max_mailboxes, policy: settings };
             let rev = create(
                 context,
                 &Document::Domain(doc.clone()),
@@ -84,14 +85,24 @@ pub async fn run(command: DomainCommand, context: &Context) -> anyhow::Result<()
             let (doc, rev) = read(context, &domain).await?;
             print_one(context, &doc, &rev, "")
         }
-        DomainCommand::Update { domain, quota_default, no_quota_default, max_mailboxes, no_max_mailboxes, active } => {
+        DomainCommand::Update {
+            domain,
+            quota_default,
+            no_quota_default,
+            max_mailboxes,
+            no_max_mailboxes,
+            active,
+            policy,
+        } => {
             let changed = quota_default.is_some()
                 || no_quota_default
                 || max_mailboxes.is_some()
                 || no_max_mailboxes
-                || active.requested().is_some();
+                || active.requested().is_some()
+                || !policy.is_empty();
             require_change(changed, "couchmail domain update example.com --quota-default 5G")?;
             let (mut doc, rev) = read(context, &domain).await?;
+            policy::apply(&policy, &mut doc.policy)?;
             if let Some(quota) = quota_default {
                 doc.quota_default = Some(quota);
             }
@@ -147,7 +158,8 @@ fn print_one(context: &Context, domain: &Domain, rev: &Rev, done: &str) -> anyho
         ("active", yes_no(view.active)),
         ("quota default", or_dash(view.quota_default.map(format_size))),
         ("max mailboxes", or_dash(view.max_mailboxes.map(|n| n.to_string()))),
-        ("revision", view.rev.clone()),
     ]);
+    pairs.extend(policy::fields(&domain.policy, None));
+    pairs.push(("revision", view.rev.clone()));
     output::text(&output::fields(&pairs))
 }

@@ -4,13 +4,14 @@
 //! input, never from argv, where other users could read them in `ps`.
 //! No output shows a password hash: `has_password` says whether one is set.
 
-use couchmail_directory::Cascade;
+use couchmail_directory::{Cascade, Entry};
 use couchmail_model::{
     Address, DocKind, Document, DomainName, MIN_PASSWORD_CHARS, Mailbox, Password, PasswordHash, PolicySettings, Role,
 };
 use couchmail_store::Rev;
 use serde::Serialize;
 
+use super::policy::{self, PolicyView};
 use super::{
     Context, create, fetch, list, parse, print_removed, read_stdin_line, remove, require_change, stdin_is_terminal,
     write_back, wrong_kind,
@@ -29,6 +30,9 @@ struct MailboxView {
     roles: Vec<String>,
     has_password: bool,
     sieve_active: Option<String>,
+    /// Greylisting, spam thresholds and sending limits of its own; `null` is the domain's.
+    #[serde(flatten)]
+    policy: PolicyView,
     rev: String,
 }
 
@@ -42,6 +46,7 @@ impl MailboxView {
             roles: mailbox.roles.iter().map(ToString::to_string).collect(),
             has_password: mailbox.password.is_some(),
             sieve_active: mailbox.sieve_active.as_ref().map(ToString::to_string),
+            policy: PolicyView::from(&mailbox.policy),
             rev: rev.to_string(),
         }
     }
@@ -49,9 +54,11 @@ impl MailboxView {
 
 pub async fn run(command: MailboxCommand, context: &Context) -> anyhow::Result<()> {
     match command {
-        MailboxCommand::Add { address, name, quota, roles, password_stdin } => {
+        MailboxCommand::Add { address, name, quota, roles, password_stdin, policy } => {
             let address: Address = parse("address", &address)?;
             let roles = roles.iter().map(|role| parse::<Role>("role", role)).collect::<anyhow::Result<Vec<_>>>()?;
+            let mut settings = PolicySettings::default();
+            policy::apply(&policy, &mut settings)?;
             let password = if password_stdin { Some(hash(&read_stdin_line("password")?)?) } else { None };
             let has_password = password.is_some();
             let doc = Mailbox {
@@ -62,7 +69,7 @@ pub async fn run(command: MailboxCommand, context: &Context) -> anyhow::Result<(
                 quota_bytes: quota,
                 roles,
                 sieve_active: None,
-                policy: PolicySettings::default(),
+                policy: settings,
             };
             let rev = create(
                 context,
@@ -71,7 +78,7 @@ pub async fn run(command: MailboxCommand, context: &Context) -> anyhow::Result<(
                 &format!("change it with `couchmail mailbox update {address}`"),
             )
             .await?;
-            print_one(context, &doc, &rev, &format!("added mailbox {address}"))?;
+            print_one(context, &doc, &rev, &format!("added mailbox {address}")).await?;
             if !has_password && !context.json {
                 output::note(&format!("it has no password yet: set one with `couchmail mailbox passwd {address}`"));
             }
@@ -104,15 +111,16 @@ pub async fn run(command: MailboxCommand, context: &Context) -> anyhow::Result<(
         }
         MailboxCommand::Show { address } => {
             let (doc, rev) = read(context, &address).await?;
-            print_one(context, &doc, &rev, "")
+            print_one(context, &doc, &rev, "").await
         }
-        MailboxCommand::Update { address, name, quota, no_quota, active, add_roles, remove_roles } => {
+        MailboxCommand::Update { address, name, quota, no_quota, active, add_roles, remove_roles, policy } => {
             let changed = name.is_some()
                 || quota.is_some()
                 || no_quota
                 || active.requested().is_some()
                 || !add_roles.is_empty()
-                || !remove_roles.is_empty();
+                || !remove_roles.is_empty()
+                || !policy.is_empty();
             require_change(changed, "couchmail mailbox update alice@example.com --quota 5G")?;
             let add_roles = parse_roles(&add_roles)?;
             let remove_roles = parse_roles(&remove_roles)?;
@@ -142,9 +150,10 @@ pub async fn run(command: MailboxCommand, context: &Context) -> anyhow::Result<(
                     doc.roles.push(role);
                 }
             }
+            policy::apply(&policy, &mut doc.policy)?;
             let what = format!("mailbox {}", doc.address);
             let rev = write_back(context, &Document::Mailbox(doc.clone()), &rev, &what).await?;
-            print_one(context, &doc, &rev, &format!("updated {what}"))
+            print_one(context, &doc, &rev, &format!("updated {what}")).await
         }
         MailboxCommand::Passwd { address, stdin } => {
             // Read the mailbox first, so nobody types a password for a typo.
@@ -223,7 +232,7 @@ fn prompt_twice(address: &Address) -> anyhow::Result<String> {
     Ok(first)
 }
 
-fn print_one(context: &Context, mailbox: &Mailbox, rev: &Rev, done: &str) -> anyhow::Result<()> {
+async fn print_one(context: &Context, mailbox: &Mailbox, rev: &Rev, done: &str) -> anyhow::Result<()> {
     let view = MailboxView::new(mailbox, rev);
     if context.json {
         return output::json(&view);
@@ -231,7 +240,13 @@ fn print_one(context: &Context, mailbox: &Mailbox, rev: &Rev, done: &str) -> any
     if !done.is_empty() {
         output::note(done);
     }
-    output::text(&output::fields(&[
+    // People see what an unset setting inherits, so read the domain's; JSON shows the mailbox's own only.
+    let domain_id = DocKind::Domain.id(mailbox.address.domain());
+    let domain_policy = match context.directory.get(&domain_id).await? {
+        Some(Entry { doc: Document::Domain(domain), .. }) => Some(domain.policy),
+        _ => None,
+    };
+    let mut pairs = vec![
         ("mailbox", view.address.clone()),
         ("name", view.name.clone()),
         ("active", yes_no(view.active)),
@@ -239,6 +254,8 @@ fn print_one(context: &Context, mailbox: &Mailbox, rev: &Rev, done: &str) -> any
         ("password", if view.has_password { "set" } else { "none" }.to_owned()),
         ("roles", or_dash(Some(view.roles.join(", ")).filter(|roles| !roles.is_empty()))),
         ("sieve active", or_dash(view.sieve_active.clone())),
-        ("revision", view.rev.clone()),
-    ]))
+    ];
+    pairs.extend(policy::fields(&mailbox.policy, domain_policy.as_ref()));
+    pairs.push(("revision", view.rev.clone()));
+    output::text(&output::fields(&pairs))
 }

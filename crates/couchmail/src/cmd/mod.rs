@@ -13,8 +13,10 @@ mod domain;
 mod domain_alias;
 mod export;
 mod import;
+mod listing;
 mod mailbox;
 pub mod migrate;
+mod policy;
 mod sieve;
 mod status;
 pub mod token;
@@ -55,6 +57,7 @@ pub async fn run(command: Command, context: &Context) -> anyhow::Result<()> {
         Command::Alias(command) => alias::run(command, context).await,
         Command::Sieve(command) => sieve::run(command, context).await,
         Command::Token(command) => token::run(command, context).await,
+        Command::Listing(command) => listing::run(command, context).await,
         Command::Export(args) => export::run(args, context).await,
         Command::Import(args) => import::run(args, context).await,
         Command::Conflicts(command) => conflicts::run(command, context).await,
