@@ -116,6 +116,11 @@ async fn spam_is_filed_trained_and_refused_per_user_and_never_lost() {
     assert_eq!(tree.mailbox("alice@example.com", "Trash").len(), 1);
     assert_eq!(tree.bayes("bob@example.com").await, BayesCounts::default(), "bob trained nothing");
 
+    // The global scripts were compiled before use: no delivery or IMAP session had to compile (or failed to save)
+    // a binary, or hit any other error.
+    let dovecot_log = std::fs::read_to_string(&tree.stack.paths.dovecot_log).unwrap();
+    assert!(!dovecot_log.contains("Error:"), "{dovecot_log}");
+
     // spamd and the milter down: mail is still accepted and delivered, unscanned, to the INBOX.
     spam_daemons.stop().await;
     let replies = lmtp_deliver(&lmtp, &["bob@example.com"], &gtube("gtube-spamd-down")).await;
@@ -123,6 +128,11 @@ async fn spam_is_filed_trained_and_refused_per_user_and_never_lost() {
     let lists = tree.mailbox("bob@example.com", "Lists");
     let unscanned = lists.iter().find(|text| text.contains("gtube-spamd-down")).expect("delivered to bob's script");
     assert!(!unscanned.contains("X-Spam-"), "{unscanned}");
+    let dovecot_log = std::fs::read_to_string(&tree.stack.paths.dovecot_log).unwrap();
+    assert!(
+        dovecot_log.lines().any(|line| line.contains("couchmail-spamc") && line.contains("non-zero exit code")),
+        "the failed scan must show in Dovecot's log:\n{dovecot_log}"
+    );
     let reply = smtp_send(smtp_port, "alice@example.com", &gtube("gtube-smtp-down")).await;
     assert!(reply.starts_with("250"), "a dead milter must not refuse mail: {reply}");
     wait_for("the unscanned SMTP message in alice's INBOX", Duration::from_secs(30), diagnostics, || {
