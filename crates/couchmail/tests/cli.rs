@@ -3,12 +3,14 @@
 //! codes, human output and `--json`, and reads the store directly where
 //! only the store can tell (password hashes).
 //!
-//! Modules: `transfer` (export, import, migrate, conflicts) and `couchdb`
-//! (the CouchDB backend chosen by configuration, against pouchdb-server).
+//! Modules: `transfer` (export, import, migrate, conflicts), `couchdb`
+//! (the CouchDB backend chosen by configuration, against pouchdb-server) and
+//! `policy` (issue #5: listings and the mail-policy settings).
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly on an unexpected error")]
 
 mod cli {
     mod couchdb;
+    mod policy;
     pub mod transfer;
 }
 
@@ -124,11 +126,14 @@ fn help_of_every_group_teaches_with_an_example() {
         "import",
         "migrate",
         "conflicts",
+        "listing",
     ] {
         let help = env.ok(&[group, "--help"]);
         assert!(help.contains("Example"), "`couchmail {group} --help` shows no example:\n{help}");
     }
-    for (group, action) in [("domain", "add"), ("mailbox", "passwd"), ("alias", "update"), ("sieve", "put")] {
+    for (group, action) in
+        [("domain", "add"), ("mailbox", "passwd"), ("alias", "update"), ("sieve", "put"), ("listing", "add")]
+    {
         let help = env.ok(&[group, action, "--help"]);
         assert!(help.contains(&format!("couchmail {group} {action}")), "{help}");
     }
