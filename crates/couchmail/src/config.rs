@@ -20,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use couchmail_render::{Listen, Outbound, Ports};
+use couchmail_render::{Cidr, DnsblSite, Listen, MAX_GREET_WAIT_SECS, Outbound, Ports, Postscreen};
 use serde::Deserialize;
 use tracing_subscriber::filter::LevelFilter;
 
@@ -187,6 +187,62 @@ pub const KEYS: &[KeyDoc] = &[
         about: "The largest message Postfix accepts: bytes, or a number with K, M or G (powers of 1024).",
     },
     KeyDoc {
+        key: "postscreen.enabled",
+        env: "COUCHMAIL_POSTSCREEN_ENABLED",
+        default: "`true`",
+        about: "Whether postscreen(8) answers port 25 before smtpd: a client that talks before its turn (pregreet) \
+                or whose weighted DNSBL score reaches `postscreen.dnsbl_threshold` is refused at RCPT TO with a 550 \
+                that says why; a client that passes is remembered (in Postfix's data directory) and handed to smtpd \
+                at once on later visits. `false` leaves smtpd alone on port 25.",
+    },
+    KeyDoc {
+        key: "postscreen.dnsbl_sites",
+        env: "COUCHMAIL_POSTSCREEN_DNSBL_SITES",
+        default: "`[\"zen.spamhaus.org=127.0.0.[2..11]*3\", \"bl.spamcop.net=127.0.0.2*2\", \
+                  \"b.barracudacentral.org=127.0.0.2*2\", \"psbl.surriel.com=127.0.0.2\", \
+                  \"list.dnswl.org=127.0.[0..255].0*-2\", \"list.dnswl.org=127.0.[0..255].1*-3\", \
+                  \"list.dnswl.org=127.0.[0..255].[2..3]*-4\"]`",
+        about: "The DNS blocklists postscreen asks about every new client, as Postfix writes them: \
+                `zone[=reply pattern][*weight]` (postconf(5), `postscreen_dnsbl_sites`); a client's score is the sum \
+                of the weights of the lists that name it, and allowlists (DNSWL) carry negative weights. The reply \
+                pattern keeps a list's error answers from counting as listings. `[]` turns the DNSBL test off; in \
+                the environment, separate entries with commas. Public DNSBLs refuse queries that come through large \
+                public resolvers (8.8.8.8, 1.1.1.1, often a cloud provider's): run a recursive resolver on the mail \
+                server itself (unbound or Knot Resolver on 127.0.0.1, in /etc/resolv.conf), or the lists answer \
+                nothing. Barracuda answers registered resolvers only.",
+    },
+    KeyDoc {
+        key: "postscreen.dnsbl_threshold",
+        env: "COUCHMAIL_POSTSCREEN_DNSBL_THRESHOLD",
+        default: "`3`",
+        about: "The DNSBL score at which a client is refused (1 to 100). With the default sites Spamhaus ZEN alone \
+                refuses; SpamCop or Barracuda alone does not.",
+    },
+    KeyDoc {
+        key: "postscreen.dnsbl_allowlist_threshold",
+        env: "COUCHMAIL_POSTSCREEN_DNSBL_ALLOWLIST_THRESHOLD",
+        default: "`-1`",
+        about: "A DNSBL score at or below which a client skips postscreen's other tests (-100 to 0; 0 turns this \
+                off): with the default sites, a DNSWL listing that no blocklist outweighs.",
+    },
+    KeyDoc {
+        key: "postscreen.allowlist",
+        env: "COUCHMAIL_POSTSCREEN_ALLOWLIST",
+        default: "`[\"127.0.0.0/8\", \"::1/128\"]`",
+        about: "Client networks that skip every postscreen test (CIDR, such as `\"192.0.2.0/24\"`, or single \
+                addresses; host bits must be zero); in the environment, separated by commas. Nothing else is \
+                trusted by address (`mynetworks` is not used). Loopback is listed so that local programs and \
+                monitoring reach smtpd at once; a proxy on this host that forwards port 25 would make every client \
+                loopback, so remove it there. `[]` screens everyone.",
+    },
+    KeyDoc {
+        key: "postscreen.greet_wait_secs",
+        env: "COUCHMAIL_POSTSCREEN_GREET_WAIT_SECS",
+        default: "Postfix's: 6, or 2 under stress",
+        about: "How long postscreen waits, with a new client, for a pregreeting client and for the DNSBL answers \
+                (1 to 60 seconds). Every new client waits this long once.",
+    },
+    KeyDoc {
         key: "tls.cert",
         env: "COUCHMAIL_TLS_CERT",
         default: "none: a self-signed certificate in `<data_dir>/tls/cert.pem`",
@@ -243,6 +299,9 @@ pub struct RawConfig {
     /// `[mail]`
     #[serde(default)]
     pub mail: RawMail,
+    /// `[postscreen]`
+    #[serde(default)]
+    pub postscreen: RawPostscreen,
     /// `[tls]`
     #[serde(default)]
     pub tls: RawTls,
@@ -309,6 +368,24 @@ pub enum RawSize {
     Text(String),
 }
 
+/// The `[postscreen]` table.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostscreen {
+    /// `enabled = true`
+    pub enabled: Option<bool>,
+    /// `dnsbl_sites = ["zen.spamhaus.org=127.0.0.[2..11]*3"]`
+    pub dnsbl_sites: Option<Vec<String>>,
+    /// `dnsbl_threshold = 3`
+    pub dnsbl_threshold: Option<i64>,
+    /// `dnsbl_allowlist_threshold = -1`
+    pub dnsbl_allowlist_threshold: Option<i64>,
+    /// `allowlist = ["127.0.0.0/8", "::1/128"]`
+    pub allowlist: Option<Vec<String>>,
+    /// `greet_wait_secs = 6`
+    pub greet_wait_secs: Option<i64>,
+}
+
 /// The `[tls]` table.
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -341,7 +418,7 @@ impl RawConfig {
     /// Every key set in the file, by its [`KEYS`] name, as text: the file
     /// and the environment then go through one parser per key.
     fn into_pairs(self) -> Vec<(&'static str, String)> {
-        let RawConfig { store, data_dir, runtime_dir, hostname, couchdb, api, mail, tls, auth, log } = self;
+        let RawConfig { store, data_dir, runtime_dir, hostname, couchdb, api, mail, postscreen, tls, auth, log } = self;
         let size = |size: RawSize| match size {
             RawSize::Bytes(bytes) => bytes.to_string(),
             RawSize::Text(text) => text,
@@ -364,6 +441,15 @@ impl RawConfig {
             ("mail.auth_failure_delay_secs", mail.auth_failure_delay_secs.map(|secs| secs.to_string())),
             ("mail.daemons", mail.daemons.map(|daemons| daemons.to_string())),
             ("mail.message_size_limit", mail.message_size_limit.map(size)),
+            ("postscreen.enabled", postscreen.enabled.map(|enabled| enabled.to_string())),
+            ("postscreen.dnsbl_sites", postscreen.dnsbl_sites.map(|sites| sites.join(", "))),
+            ("postscreen.dnsbl_threshold", postscreen.dnsbl_threshold.map(|threshold| threshold.to_string())),
+            (
+                "postscreen.dnsbl_allowlist_threshold",
+                postscreen.dnsbl_allowlist_threshold.map(|threshold| threshold.to_string()),
+            ),
+            ("postscreen.allowlist", postscreen.allowlist.map(|networks| networks.join(", "))),
+            ("postscreen.greet_wait_secs", postscreen.greet_wait_secs.map(|secs| secs.to_string())),
             ("tls.cert", tls.cert),
             ("tls.key", tls.key),
             ("auth.listen", auth.listen),
@@ -619,6 +705,8 @@ pub struct Config {
     pub hostname: Option<String>,
     /// Postfix and Dovecot.
     pub mail: MailConfig,
+    /// postscreen in front of port 25; `None` when `postscreen.enabled = false`.
+    pub postscreen: Option<Postscreen>,
     /// A configured certificate; `None`: `up` makes a self-signed one.
     pub tls: Option<TlsFiles>,
     /// Where the Dovecot auth endpoint listens (a loopback address).
@@ -775,6 +863,7 @@ fn validate(
         None => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_API_PORT),
     };
     let mail = validate_mail(&mut merged, dev)?;
+    let postscreen = validate_postscreen(&mut merged)?;
     let tls = match (merged.take_with_origin("tls.cert"), merged.take_with_origin("tls.key")) {
         (None, None) => None,
         (Some(cert), Some(key)) => {
@@ -825,6 +914,7 @@ fn validate(
         runtime_dir,
         hostname,
         mail,
+        postscreen,
         tls,
         auth_listen,
         log: LogConfig { level, format },
@@ -916,6 +1006,64 @@ fn validate_mail(merged: &mut Merged, dev: bool) -> anyhow::Result<MailConfig> {
         })?
         .unwrap_or(DEFAULT_MESSAGE_SIZE_LIMIT);
     Ok(MailConfig { listen, ports, outbound, auth_failure_delay_secs, daemons, message_size_limit })
+}
+
+/// The largest DNSBL threshold (and, negated, allowlist threshold) accepted: a bigger one is a typo.
+const MAX_DNSBL_SCORE: i64 = 100;
+
+fn validate_postscreen(merged: &mut Merged) -> anyhow::Result<Option<Postscreen>> {
+    let enabled = merged.take("postscreen.enabled", parse_bool)?.unwrap_or(true);
+    let defaults = Postscreen::default();
+    let dnsbl_sites = merged.take("postscreen.dnsbl_sites", |value| parse_list::<DnsblSite>(value))?;
+    let dnsbl_threshold = merged.take("postscreen.dnsbl_threshold", |value| {
+        value
+            .parse::<i64>()
+            .ok()
+            .filter(|threshold| (1..=MAX_DNSBL_SCORE).contains(threshold))
+            .and_then(|threshold| u32::try_from(threshold).ok())
+            .ok_or_else(|| format!("write a whole number from 1 to {MAX_DNSBL_SCORE}"))
+    })?;
+    let dnsbl_allowlist_threshold = merged.take("postscreen.dnsbl_allowlist_threshold", |value| {
+        value
+            .parse::<i64>()
+            .ok()
+            .filter(|threshold| (-MAX_DNSBL_SCORE..=0).contains(threshold))
+            .and_then(|threshold| i32::try_from(threshold).ok())
+            .ok_or_else(|| format!("write a whole number from -{MAX_DNSBL_SCORE} to 0 (0 turns it off)"))
+    })?;
+    let allowlist = merged.take("postscreen.allowlist", |value| parse_list::<Cidr>(value))?;
+    let greet_wait_secs = merged.take("postscreen.greet_wait_secs", |value| {
+        value
+            .parse::<u32>()
+            .ok()
+            .filter(|secs| (1..=MAX_GREET_WAIT_SECS).contains(secs))
+            .ok_or_else(|| format!("write whole seconds, 1 to {MAX_GREET_WAIT_SECS}"))
+    })?;
+    if !enabled {
+        return Ok(None);
+    }
+    Ok(Some(Postscreen {
+        dnsbl_sites: dnsbl_sites.unwrap_or(defaults.dnsbl_sites),
+        dnsbl_threshold: dnsbl_threshold.unwrap_or(defaults.dnsbl_threshold),
+        dnsbl_allowlist_threshold: dnsbl_allowlist_threshold.unwrap_or(defaults.dnsbl_allowlist_threshold),
+        allowlist: allowlist.unwrap_or(defaults.allowlist),
+        greet_wait_secs: greet_wait_secs.or(defaults.greet_wait_secs),
+    }))
+}
+
+/// A comma-separated list (a TOML array arrives joined with commas); empty entries are skipped, so an empty
+/// text is an empty list.
+fn parse_list<T>(input: &str) -> Result<Vec<T>, String>
+where
+    T: std::str::FromStr,
+    T::Err: fmt::Display,
+{
+    input
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| item.parse().map_err(|err: T::Err| err.to_string()))
+        .collect()
 }
 
 fn parse_dir(input: &str) -> Result<PathBuf, String> {
@@ -1406,6 +1554,81 @@ mod tests {
         assert!(err.contains("COUCHMAIL_MAIL_DAEMONS") && err.contains("true or false"), "{err}");
         let err = load_err(Sources { file: file("[mail]\nsmtp_port = \"x\""), ..Sources::default() });
         assert!(err.contains("smtp_port"), "{err}");
+    }
+
+    #[test]
+    fn postscreen_is_on_with_the_production_settings_unless_configured() {
+        for dev in [false, true] {
+            let config = load(Sources { dev, ..Sources::default() });
+            assert_eq!(config.postscreen, Some(Postscreen::default()), "dev {dev}");
+        }
+        let config = load(Sources { file: file("[postscreen]\nenabled = false"), ..Sources::default() });
+        assert_eq!(config.postscreen, None);
+        let config = load(Sources { env: env(&[("COUCHMAIL_POSTSCREEN_ENABLED", "no")]), ..Sources::default() });
+        assert_eq!(config.postscreen, None);
+    }
+
+    #[test]
+    fn postscreen_keys_from_the_file_and_the_environment() {
+        let config = load(Sources {
+            file: file(
+                r#"
+                [postscreen]
+                dnsbl_sites = ["dnsbl.test=127.0.0.[2..11]*3", "Dnswl.Test*-2"]
+                dnsbl_threshold = 4
+                dnsbl_allowlist_threshold = 0
+                allowlist = ["192.0.2.0/24", "2001:db8::1"]
+                greet_wait_secs = 2
+                "#,
+            ),
+            ..Sources::default()
+        });
+        let postscreen = config.postscreen.unwrap();
+        let sites: Vec<String> = postscreen.dnsbl_sites.iter().map(ToString::to_string).collect();
+        assert_eq!(sites, ["dnsbl.test=127.0.0.[2..11]*3", "dnswl.test*-2"]);
+        assert_eq!((postscreen.dnsbl_threshold, postscreen.dnsbl_allowlist_threshold), (4, 0));
+        let allowlist: Vec<String> = postscreen.allowlist.iter().map(ToString::to_string).collect();
+        assert_eq!(allowlist, ["192.0.2.0/24", "2001:db8::1/128"]);
+        assert_eq!(postscreen.greet_wait_secs, Some(2));
+
+        let config = load(Sources {
+            file: file("[postscreen]\ndnsbl_sites = []\nallowlist = []"),
+            env: env(&[
+                ("COUCHMAIL_POSTSCREEN_ALLOWLIST", "10.0.0.0/8, 192.0.2.0/24"),
+                ("COUCHMAIL_POSTSCREEN_DNSBL_THRESHOLD", "2"),
+            ]),
+            ..Sources::default()
+        });
+        let postscreen = config.postscreen.unwrap();
+        assert!(postscreen.dnsbl_sites.is_empty(), "an empty list turns the DNSBL test off");
+        assert_eq!(postscreen.allowlist.len(), 2, "the environment overrides the file");
+        assert_eq!(postscreen.dnsbl_threshold, 2);
+        assert_eq!(postscreen.greet_wait_secs, None, "Postfix's default");
+    }
+
+    #[test]
+    fn bad_postscreen_values_name_key_origin_and_fix() {
+        let cases = [
+            ("[postscreen]\ndnsbl_sites = [\"zen.spamhaus.org*0\"]", "postscreen.dnsbl_sites", "not 0"),
+            ("[postscreen]\ndnsbl_sites = [\"bad zone\"]", "postscreen.dnsbl_sites", "zen.spamhaus.org"),
+            ("[postscreen]\ndnsbl_threshold = 0", "postscreen.dnsbl_threshold", "1 to 100"),
+            ("[postscreen]\ndnsbl_allowlist_threshold = 1", "postscreen.dnsbl_allowlist_threshold", "-100 to 0"),
+            ("[postscreen]\nallowlist = [\"192.0.2.1/24\"]", "postscreen.allowlist", "\"192.0.2.0/24\""),
+            ("[postscreen]\nallowlist = [\"mail.example.com\"]", "postscreen.allowlist", "network"),
+            ("[postscreen]\ngreet_wait_secs = 0", "postscreen.greet_wait_secs", "1 to 60"),
+            ("[postscreen]\nenabled = \"maybe\"", "enabled", "line 2"),
+            ("[postscreen]\nthreshold = 3", "unknown field `threshold`", "dnsbl_threshold"),
+        ];
+        for (text, key, fix) in cases {
+            let err = load_err(Sources { file: file(text), ..Sources::default() });
+            assert!(err.contains(key), "{text}: {err}");
+            assert!(err.contains(fix), "{text}: {err}");
+        }
+        let err = load_err(Sources {
+            env: env(&[("COUCHMAIL_POSTSCREEN_DNSBL_SITES", "dnsbl.test*x")]),
+            ..Sources::default()
+        });
+        assert!(err.contains("COUCHMAIL_POSTSCREEN_DNSBL_SITES") && err.contains("weight"), "{err}");
     }
 
     #[test]

@@ -80,6 +80,7 @@ pub fn stack(config: &Config, inputs: StackInputs) -> Stack {
     stack.message_size_limit = config.mail.message_size_limit;
     stack.outbound = config.mail.outbound;
     stack.sieve_before = None;
+    stack.postscreen = config.postscreen.clone();
     stack
 }
 
@@ -289,6 +290,7 @@ mod tests {
         assert_eq!(stack.auth_endpoint.base_url, "http://127.0.0.1:18091");
         assert_eq!(stack.auth_failure_delay_secs, 0);
         assert_eq!(stack.outbound, couchmail_render::Outbound::Error);
+        assert_eq!(stack.postscreen, Some(couchmail_render::Postscreen::default()));
         let rendered = render_stack(&stack).unwrap();
         let main_cf = &rendered.get("postfix/main.cf").unwrap().contents;
         assert!(main_cf.contains("default_transport = error:"), "{main_cf}");

@@ -610,8 +610,12 @@ fn port_summaries(stack: &Stack) -> Vec<PortSummary> {
         Listen::Address(address) => address.to_string(),
     };
     let ports = &stack.ports;
+    let smtp_security = match stack.postscreen {
+        Some(_) => "postscreen, then STARTTLS offered, no AUTH: mail from other servers",
+        None => "STARTTLS offered, no AUTH: mail from other servers",
+    };
     [
-        ("smtp", ports.smtp, "STARTTLS offered, no AUTH: mail from other servers"),
+        ("smtp", ports.smtp, smtp_security),
         ("submission", ports.submission, "STARTTLS required, then AUTH"),
         ("submissions", ports.submissions, "implicit TLS, then AUTH"),
         ("imaps", ports.imaps, "implicit TLS"),
