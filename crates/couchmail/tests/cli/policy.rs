@@ -344,3 +344,33 @@ fn invalid_policy_settings_are_refused_and_nothing_changes() {
     env.fails(&["domain", "update", "example.com", "--messages-per-hour", "1.5"], 2);
     env.fails(&["mailbox", "update", "alice@example.com", "--greylisting", "maybe"], 2);
 }
+
+#[test]
+fn listings_and_settings_survive_export_and_import() {
+    let source = with_alice();
+    source.ok(&["domain", "update", "example.com", "--spam-threshold", "5", "--spam-reject", "12.5"]);
+    source.ok(&["mailbox", "update", "alice@example.com", "--greylisting", "off", "--messages-per-hour", "0"]);
+    source.ok(&["listing", "add", "block", "client", "2001:db8::/32", "--note", "a whole /32"]);
+    source.ok(&["listing", "add", "allow", "sender", "boss@partner.example", "--mailbox", "alice@example.com"]);
+    let export = source.ok(&["export"]);
+    assert!(export.contains(r#""_id":"listing:global:block:client:2001:db8::/32""#), "{export}");
+    assert!(export.contains(r#""spam_reject":12.5,"spam_threshold":5,"#), "{export}");
+
+    let target = Env::new();
+    let file = target.dir.path().join("export.jsonl");
+    std::fs::write(&file, &export).unwrap();
+    let imported = target.json(&["import", file.to_str().unwrap()]);
+    assert_eq!(imported["created"], 5, "{imported}");
+    assert_eq!(target.ok(&["export"]), export);
+    // The same listings, each with the revision its own store gave it.
+    let without_revs = |env: &Env| {
+        let mut listed = env.json(&["listing", "list"]);
+        for listing in listed.as_array_mut().unwrap() {
+            listing.as_object_mut().unwrap().remove("rev");
+        }
+        listed
+    };
+    assert_eq!(without_revs(&target), without_revs(&source));
+    assert_eq!(keys(&target.json(&["listing", "list"])).len(), 2);
+    assert_eq!(target.json(&["mailbox", "show", "alice@example.com"])["messages_per_hour"], 0);
+}
