@@ -144,7 +144,11 @@ pub(crate) fn main_cf(stack: &Stack) -> String {
     text.setting("smtpd_helo_required", "yes");
     text.setting("disable_vrfy_command", "yes");
     text.setting("smtpd_relay_restrictions", MX_RELAY_RESTRICTIONS);
-    text.setting("smtpd_recipient_restrictions", MX_RECIPIENT_RESTRICTIONS);
+    text.setting("smtpd_recipient_restrictions", &with_policy(stack, MX_RECIPIENT_RESTRICTIONS));
+    if stack.policy {
+        // Our own failure must never bounce mail: without an answer, Postfix defers.
+        text.setting("smtpd_policy_service_default_action", "451 4.3.5 Policy service unavailable, try again later");
+    }
     text.setting("smtpd_reject_unlisted_recipient", "yes");
     text.setting("smtpd_data_restrictions", "reject_unauth_pipelining");
     if let Some(postscreen) = &stack.postscreen {
@@ -179,7 +183,7 @@ pub(crate) struct Service<'a> {
     wakeup: &'a str,
     max_processes: &'a str,
     command: &'a str,
-    options: Vec<(&'a str, &'a str)>,
+    options: Vec<(&'a str, String)>,
 }
 
 impl<'a> Service<'a> {
@@ -211,8 +215,8 @@ impl<'a> Service<'a> {
         self
     }
 
-    fn option(mut self, key: &'a str, value: &'a str) -> Service<'a> {
-        self.options.push((key, value));
+    fn option(mut self, key: &'a str, value: impl Into<String>) -> Service<'a> {
+        self.options.push((key, value.into()));
         self
     }
 
@@ -275,18 +279,36 @@ fn submission_service<'a>(
     let mut service =
         Service::new(inet_name(stack.listen, port), "inet", "smtpd").private("n").option("syslog_name", syslog_name);
     for (key, value) in tls_options {
-        service = service.option(key, value);
+        service = service.option(key, *value);
     }
     if stack.spam.as_ref().is_some_and(|spam| spam.smtp_reject.is_some()) {
         service = service.option("smtpd_milters", "");
     }
-    service
+    service = service
         .option("smtpd_tls_security_level", "encrypt")
         .option("smtpd_sasl_auth_enable", "yes")
         .option("smtpd_client_restrictions", SUBMISSION_CLIENT_RESTRICTIONS)
         .option("smtpd_sender_restrictions", SUBMISSION_SENDER_RESTRICTIONS)
         .option("smtpd_relay_restrictions", SUBMISSION_RELAY_RESTRICTIONS)
-        .option("smtpd_recipient_restrictions", SUBMISSION_RECIPIENT_RESTRICTIONS)
+        .option("smtpd_recipient_restrictions", with_policy(stack, SUBMISSION_RECIPIENT_RESTRICTIONS));
+    if stack.policy {
+        // The policy service counts a logged-in user's messages and recipients for the sending
+        // limits once the message is complete.
+        service = service.option("smtpd_end_of_data_restrictions", policy_check(stack));
+    }
+    service
+}
+
+/// `check_policy_service` for couchmail's policy service.
+fn policy_check(stack: &Stack) -> String {
+    format!("check_policy_service unix:{}", path_text(&stack.paths.policy_socket))
+}
+
+/// `restrictions` followed by the policy service when it is on: last, after the checks that
+/// refuse unknown recipients, so that it greylists only mail that could be delivered, and
+/// before any `permit_*` (there is none in these lists).
+fn with_policy(stack: &Stack, restrictions: &str) -> String {
+    if stack.policy { format!("{restrictions}, {}", policy_check(stack)) } else { restrictions.to_owned() }
 }
 
 /// Renders `master.cf`.

@@ -43,6 +43,10 @@ pub struct Stack {
     /// `None` leaves plain smtpd on the port. [`Postscreen::default`](crate::Postscreen::default) is the
     /// production setting.
     pub postscreen: Option<crate::Postscreen>,
+    /// Whether Postfix asks couchmail's policy service (`paths.policy_socket`) at RCPT on every
+    /// port and at end of data on the submission ports; whoever runs the stack must serve it,
+    /// or Postfix defers all mail (`451 4.3.5`).
+    pub policy: bool,
 }
 
 impl Stack {
@@ -82,6 +86,8 @@ impl Stack {
             postmaster_address: None,
             spam: None,
             postscreen: Some(crate::Postscreen::default()),
+            // Off until `couchmail up` serves the policy socket; then on by default.
+            policy: false,
         }
     }
 }
@@ -143,6 +149,8 @@ pub struct Paths {
     pub socketmap_socket: PathBuf,
     /// couchmail's Dovecot dict server (Sieve scripts).
     pub dict_socket: PathBuf,
+    /// couchmail's Postfix policy service (listings, greylisting, sending limits).
+    pub policy_socket: PathBuf,
     /// Dovecot's LMTP listener for Postfix.
     pub lmtp_socket: PathBuf,
     /// Dovecot's SASL auth listener for Postfix.
@@ -171,6 +179,7 @@ impl Paths {
             config_dir: run_dir.clone(),
             socketmap_socket: run_dir.join("socketmap"),
             dict_socket: run_dir.join("dict"),
+            policy_socket: run_dir.join("policy"),
             lmtp_socket: run_dir.join("dovecot/lmtp"),
             auth_socket: run_dir.join("dovecot/auth-postfix"),
             dovecot_base_dir: run_dir.join("dovecot/base"),
@@ -195,7 +204,7 @@ impl Paths {
     }
 
     /// Every path with the name of its field, in declaration order, so that checks can name the culprit.
-    pub(crate) fn named(&self) -> [(&'static str, &Path); 18] {
+    pub(crate) fn named(&self) -> [(&'static str, &Path); 19] {
         [
             ("paths.data_dir", &self.data_dir),
             ("paths.store", &self.store),
@@ -212,6 +221,7 @@ impl Paths {
             ("paths.config_dir", &self.config_dir),
             ("paths.socketmap_socket", &self.socketmap_socket),
             ("paths.dict_socket", &self.dict_socket),
+            ("paths.policy_socket", &self.policy_socket),
             ("paths.lmtp_socket", &self.lmtp_socket),
             ("paths.auth_socket", &self.auth_socket),
             ("paths.dovecot_base_dir", &self.dovecot_base_dir),

@@ -32,6 +32,7 @@ fn golden_production_stack() -> Stack {
     stack.auth_endpoint.secret = GOLDEN_SECRET.to_owned();
     stack.sieve_before = Some("/var/lib/couchmail/sieve/before.sieve".into());
     stack.spam = Some(production_spam(&stack.paths));
+    stack.policy = true;
     stack
 }
 
