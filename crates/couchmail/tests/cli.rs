@@ -680,12 +680,21 @@ fn up_dev_serves_the_api_makes_a_first_token_and_stops_on_sigterm() {
     let before = dir_listing(&data_dir);
     assert_eq!(stop_up(&mut up), Some(0));
     assert!(http_get(&addr, "/api/v1/health", None).is_err(), "the API still answers after the stop");
-    // The stop removed nothing but SQLite's transient files.
-    let transient = |name: &String| name.ends_with("-wal") || name.ends_with("-shm");
+    // The stop removed nothing but SQLite's transient files. The index checkpoint is saved
+    // in the background once the index is ready and again at the stop, so it may appear on
+    // either side; the stop must leave it complete.
+    let transient =
+        |name: &String| name.ends_with("-wal") || name.ends_with("-shm") || name.starts_with("index.checkpoint");
     let kept: Vec<String> = before.iter().filter(|name| !transient(name)).cloned().collect();
     let after: Vec<String> = dir_listing(&data_dir).into_iter().filter(|name| !transient(name)).collect();
     assert_eq!(after, kept);
     assert!(kept.contains(&"admin-token".to_owned()) && kept.contains(&"couchmail.db".to_owned()), "{kept:?}");
+    let checkpoint = data_dir.join("index.checkpoint");
+    assert_eq!(std::fs::metadata(&checkpoint).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(
+        !dir_listing(&data_dir).iter().any(|name| name.starts_with("index.checkpoint") && name != "index.checkpoint"),
+        "a temporary checkpoint file was left behind"
+    );
 
     // A second run finds the admin token and makes no new one.
     let (mut again, summary) = start_up(&env, &data_dir);
