@@ -1014,7 +1014,7 @@ const MAX_DNSBL_SCORE: i64 = 100;
 fn validate_postscreen(merged: &mut Merged) -> anyhow::Result<Option<Postscreen>> {
     let enabled = merged.take("postscreen.enabled", parse_bool)?.unwrap_or(true);
     let defaults = Postscreen::default();
-    let dnsbl_sites = merged.take("postscreen.dnsbl_sites", |value| parse_list::<DnsblSite>(value))?;
+    let dnsbl_sites = merged.take("postscreen.dnsbl_sites", parse_list::<DnsblSite>)?;
     let dnsbl_threshold = merged.take("postscreen.dnsbl_threshold", |value| {
         value
             .parse::<i64>()
@@ -1031,7 +1031,7 @@ fn validate_postscreen(merged: &mut Merged) -> anyhow::Result<Option<Postscreen>
             .and_then(|threshold| i32::try_from(threshold).ok())
             .ok_or_else(|| format!("write a whole number from -{MAX_DNSBL_SCORE} to 0 (0 turns it off)"))
     })?;
-    let allowlist = merged.take("postscreen.allowlist", |value| parse_list::<Cidr>(value))?;
+    let allowlist = merged.take("postscreen.allowlist", parse_list::<Cidr>)?;
     let greet_wait_secs = merged.take("postscreen.greet_wait_secs", |value| {
         value
             .parse::<u32>()
