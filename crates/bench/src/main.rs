@@ -1,7 +1,7 @@
 //! `couchmail-bench`: the programs `cargo xtask bench` drives, and the driver itself.
 //!
 //! Performance is measured here, never asserted in tests.
-//! The driver (`couchmail-bench all`) runs every benchmark of issues #2 and #3 beside its alternative in one run and
+//! The driver (`couchmail-bench all`) runs every benchmark of issues #2 to #5 beside its alternative in one run and
 //! writes docs/benchmarks.md; the other subcommands are the processes it starts, kept separate so that each one's
 //! memory and CPU time can be read from /proc on its own:
 //!
@@ -15,6 +15,8 @@
 //!   timing the start-up build (issue #4).
 //! - `write-latency`: creates mailboxes one at a time through a store and times each until that socketmap answers
 //!   it (issue #4).
+//! - `policy-serve` and `policy-client`: couchmail's Postfix policy service over a greylisting state full of passed
+//!   triplets, and a load generator speaking the policy protocol to it (issue #5).
 //!
 //! The driver needs root (it runs PostgreSQL as `postgres` and a private Dovecot), the Debian packages
 //! postfix, postfix-lmdb, postfix-pgsql, postgresql, dovecot-core and dovecot-auth-lua, and pouchdb-server (the
@@ -22,6 +24,7 @@
 
 mod dovecot_auth_client;
 mod follow;
+mod policy;
 mod population;
 mod run;
 mod serve;
@@ -57,6 +60,12 @@ enum Command {
     /// Creates mailboxes one at a time through a store and times each until the socketmap answers it; prints
     /// percentiles as JSON.
     WriteLatency(write_latency::Options),
+    /// Serves couchmail's Postfix policy over an index and a greylisting state full of passed triplets until
+    /// stdin closes (issue #5).
+    PolicyServe(policy::ServeOptions),
+    /// Asks the policy service for passed triplets over one or more connections and prints decisions per second
+    /// and percentiles as JSON.
+    PolicyClient(policy::ClientOptions),
 }
 
 fn main() -> Result<()> {
@@ -68,6 +77,8 @@ fn main() -> Result<()> {
         Command::DovecotAuthClient(options) => dovecot_auth_client::main(&options),
         Command::Follow(options) => follow::main(&options),
         Command::WriteLatency(options) => write_latency::main(&options),
+        Command::PolicyServe(options) => policy::serve_main(&options),
+        Command::PolicyClient(options) => policy::client_main(&options),
     }
 }
 

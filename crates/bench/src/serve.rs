@@ -125,7 +125,7 @@ async fn serve(options: &Options) -> Result<()> {
 }
 
 /// This process's resident memory in KiB, from /proc/self/status.
-fn resident_kib() -> Option<u64> {
+pub(crate) fn resident_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
     line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim().parse().ok()

@@ -12,10 +12,12 @@ mod couchdb;
 mod index;
 mod lookups;
 mod machine;
+mod policy;
 mod postgres;
 mod pouchdb;
 pub(crate) mod process;
 mod report;
+mod spam;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -52,6 +54,10 @@ pub struct Options {
     /// The pouchdb-server that stands in for CouchDB.
     #[arg(long, default_value = pouchdb::DEFAULT_BINARY)]
     pouchdb_server: PathBuf,
+    /// Runs only issue #5's measures (policy decisions, spamd) and splices their sections into the report at
+    /// --out, leaving the rest of it as it was.
+    #[arg(long, requires = "out")]
+    only_issue5: bool,
 }
 
 /// The sizes of one run.
@@ -69,6 +75,14 @@ pub struct Sizes {
     pub couch_mailboxes: usize,
     /// Mailboxes created one at a time and timed until the socketmap answers them, per store.
     pub couch_samples: usize,
+    /// Mailboxes in the policy service's index (issue #5).
+    pub policy_mailboxes: usize,
+    /// Passed triplets in the greylisting state.
+    pub policy_triplets: usize,
+    /// Policy requests per client run, all clients together.
+    pub policy_requests: usize,
+    /// Timed spamd scans per kind of message.
+    pub spam_scans: usize,
 }
 
 impl Sizes {
@@ -84,6 +98,10 @@ impl Sizes {
             socket_auth_lookups: 10_000,
             couch_mailboxes: 100_000,
             couch_samples: 500,
+            policy_mailboxes: 100_000,
+            policy_triplets: 20_000,
+            policy_requests: 100_000,
+            spam_scans: 30,
         }
     }
 
@@ -99,6 +117,10 @@ impl Sizes {
             socket_auth_lookups: 1000,
             couch_mailboxes: 2_000,
             couch_samples: 50,
+            policy_mailboxes: 2_000,
+            policy_triplets: 1_000,
+            policy_requests: 5_000,
+            spam_scans: 5,
         }
     }
 }
@@ -125,6 +147,9 @@ pub fn all(options: &Options) -> Result<()> {
     let work_dir = options.work_dir.clone().unwrap_or_else(crate::default_work_dir);
     let date = stdout_of(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?;
     let machine = machine::describe();
+    if options.only_issue5 {
+        return only_issue5(options, &sizes, &work_dir, started);
+    }
 
     let index_results = index::run(
         &options.index_bench,
@@ -214,6 +239,7 @@ pub fn all(options: &Options) -> Result<()> {
     };
     let auth_results = auth::run(&context, auth_sizes)?;
     serve.close_and_wait(Duration::from_secs(30))?;
+    let (policy_results, spam_results) = issue5(&context.bench_exe, &scratch, &hash_file, &sizes)?;
     drop(scratch_dir);
 
     let report = report::Report {
@@ -232,6 +258,8 @@ pub fn all(options: &Options) -> Result<()> {
         lookups: lookup_results,
         auth: auth_results,
         couch: couch_results,
+        policy: policy_results,
+        spam: spam_results,
     };
     let markdown = report.to_markdown();
     match &options.out {
@@ -241,6 +269,50 @@ pub fn all(options: &Options) -> Result<()> {
         }
         None => print!("{markdown}"),
     }
+    Ok(())
+}
+
+/// Issue #5's measures: the policy service's decisions, then spamd's scans.
+fn issue5(
+    bench_exe: &std::path::Path,
+    scratch: &std::path::Path,
+    hash_file: &std::path::Path,
+    sizes: &Sizes,
+) -> Result<(policy::PolicyResults, spam::SpamResults)> {
+    let policy_results = policy::run(&policy::PolicySetup {
+        bench_exe,
+        scratch,
+        hash_file,
+        mailboxes: sizes.policy_mailboxes,
+        triplets: sizes.policy_triplets,
+        requests: sizes.policy_requests,
+    })?;
+    let spam_results = spam::run(scratch, sizes.spam_scans)?;
+    Ok((policy_results, spam_results))
+}
+
+/// `--only-issue5`: issue #5's measures alone, spliced into the report already at `--out`.
+fn only_issue5(options: &Options, sizes: &Sizes, work_dir: &std::path::Path, started: Instant) -> Result<()> {
+    let out = options.out.as_ref().context("--only-issue5 needs --out")?;
+    let existing = std::fs::read_to_string(out).with_context(|| format!("read {}", out.display()))?;
+    let scratch_dir = tempfile::Builder::new()
+        .prefix("couchmail-bench")
+        .tempdir_in(work_dir)
+        .with_context(|| format!("make a directory in {}", work_dir.display()))?;
+    std::fs::set_permissions(scratch_dir.path(), std::fs::Permissions::from_mode(0o755))
+        .context("open the scratch directory")?;
+    let scratch = scratch_dir.path().to_path_buf();
+    let password = Password::new(PASSWORD.to_owned()).context("the benchmark password")?;
+    let hash_file = scratch.join("hash");
+    std::fs::write(&hash_file, PasswordHash::new(&password).as_str()).context("write the hash file")?;
+    let bench_exe = std::env::current_exe().context("find couchmail-bench itself")?;
+    let (policy_results, spam_results) = issue5(&bench_exe, &scratch, &hash_file, sizes)?;
+    drop(scratch_dir);
+    let date = stdout_of(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?;
+    let sections = report::issue5_sections(&policy_results, &spam_results, sizes, options.quick, Some(&date));
+    std::fs::write(out, report::splice_issue5(&existing, &sections))
+        .with_context(|| format!("write {}", out.display()))?;
+    eprintln!("bench: spliced issue #5's sections into {} ({:.0} s)", out.display(), started.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -10,6 +10,8 @@ use super::auth::{AuthResults, AuthRun, Operation, Passdb, Via};
 use super::couchdb::CouchResults;
 use super::index::IndexResults;
 use super::lookups::{Backend, LookupResults, Placement};
+use super::policy::PolicyResults;
+use super::spam::SpamResults;
 
 pub struct Report {
     pub date: String,
@@ -28,6 +30,8 @@ pub struct Report {
     pub lookups: LookupResults,
     pub auth: AuthResults,
     pub couch: CouchResults,
+    pub policy: PolicyResults,
+    pub spam: SpamResults,
 }
 
 impl Report {
@@ -38,6 +42,7 @@ impl Report {
         self.couch_section(&mut out);
         self.lookups_section(&mut out);
         self.auth_section(&mut out);
+        out.push_str(&issue5_sections(&self.policy, &self.spam, &self.sizes, self.quick, None));
         self.commands_section(&mut out);
         out
     }
@@ -742,8 +747,163 @@ impl Report {
         for command in &self.auth.commands {
             let _ = writeln!(out, "{command}");
         }
+        let _ = writeln!(out, "{}", self.policy.serve_command);
+        let _ = writeln!(out, "{}", self.policy.client_command);
+        let _ = writeln!(out, "{}", self.spam.command);
         let _ = writeln!(out, "```");
     }
+}
+
+/// The heading issue #5's sections start with; [`splice_issue5`] finds them by it.
+const ISSUE5_HEADING: &str = "\n## Greylisting policy decisions (issue #5)\n";
+/// The heading that follows issue #5's sections.
+const COMMANDS_HEADING: &str = "\n## Commands run\n";
+
+/// Issue #5's sections: the policy service's decisions per second, then spamd's scans and memory. `spliced_on`
+/// is the date of a run that measured only these (`--only-issue5`), said in the text since the header's date is
+/// the full run's.
+pub fn issue5_sections(
+    policy: &PolicyResults,
+    spam: &SpamResults,
+    sizes: &Sizes,
+    quick: bool,
+    spliced_on: Option<&str>,
+) -> String {
+    let mut out = String::new();
+    out.push_str(ISSUE5_HEADING);
+    let _ = writeln!(out);
+    if let Some(date) = spliced_on {
+        let quick_note = if quick { " with `--quick` sizes (a smoke test: do not quote these numbers)" } else { "" };
+        let _ = writeln!(
+            out,
+            "These two sections were measured on {date} by `couchmail-bench all --only-issue5`{quick_note}, on their own, and spliced into the report of the full run above.\n"
+        );
+    }
+    let ready = &policy.ready;
+    let _ = writeln!(
+        out,
+        "`couchmail-bench policy-serve` serves `couchmail_policy::Policy` with the default configuration (`PolicyConfig::new`: greylisting on, 5 minutes, auto-allow after 5 passed triplets) with `couchmail_postfix_policy::run` on a unix socket, over an index of {} mailboxes (the population of the lookup benchmarks) and a greylisting state (SQLite, {} KiB) holding {} triplets that have passed: each was seen, then retried after the delay, under a clock an hour back ({:.1} s to fill, setup only).",
+        count(number(ready, "mailboxes")),
+        count(number(ready, "state_kib")),
+        count(number(ready, "triplets_passed")),
+        number(ready, "prefill_s"),
+    );
+    let _ = writeln!(
+        out,
+        "`couchmail-bench policy-client` asks for those triplets as Postfix's smtpd does at RCPT (the attributes smtpd sends, many requests per connection through `couchmail_postfix_policy::Client`), {} requests per row split between the connections, and times each; every answer must be `dunno` (passed).",
+        count(sizes.policy_requests as f64),
+    );
+    let _ = writeln!(
+        out,
+        "Each triplet's client is in a /24 of its own, so no network is auto-allowed: every request goes through the listings, the recipient's opt-outs and the triplet lookup in SQLite (a read: a hit refreshes `last_seen` only when it is older than 1% of the 35-day expiry).\n"
+    );
+    let _ = writeln!(
+        out,
+        "| Clients | Requests | Decisions/s | p50 (µs) | p99 (µs) | max (µs) | Server CPU per decision (µs) |"
+    );
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|");
+    for policy_run in &policy.runs {
+        let result = &policy_run.result;
+        let requests = number(result, "requests");
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            count(number(result, "clients")),
+            count(requests),
+            count(number(result, "decisions_per_s")),
+            fixed(number(result, "p50_us"), 1),
+            fixed(number(result, "p99_us"), 1),
+            fixed(number(result, "max_us"), 0),
+            fixed(policy_run.server_cpu_s * 1e6 / requests, 1),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nThe policy process holds {:.1} MiB resident once ready and {:.1} MiB after the runs.",
+        number(ready, "rss_kib") / 1024.0,
+        policy.rss_after_kib as f64 / 1024.0,
+    );
+    if let Some(one) = policy.runs.first() {
+        let p50_ms = number(&one.result, "p50_us") / 1000.0;
+        let _ = writeln!(
+            out,
+            "A passed triplet costs Postfix {p50_ms:.2} ms per recipient at one connection (p50), against its default `smtpd_policy_service_timeout` of 100 s; a greylisted sender's retry is answered as fast."
+        );
+    }
+    let _ = writeln!(
+        out,
+        "No alternative was measured beside it: postgrey, the usual Debian greylisting policy server, is not among the packages the benchmarks install (`cargo xtask packages`), and filling its Berkeley DB with passed triplets would need postgrey's own tooling; the socketmap rows above (the same request-reply pattern over a unix socket, without SQLite) are the nearest in-house comparison."
+    );
+
+    let _ = writeln!(out, "\n## SpamAssassin scan latency and memory (issue #5)\n");
+    let _ = writeln!(
+        out,
+        "spamd ({}) runs as `couchmail up` starts it: the command line of `couchmail_spam::daemons` (per-user virtual config directories, children as vmail, a unix socket, `--max-children={}`) over the `local.cf` that `couchmail_render::render` writes for a stack with spam on (no network tests, no Razor, Pyzor or DCC), with copies of the system's `*.pre` files beside it; it answered its first `PING` {:.1} s after it started.",
+        spam.spamd_version, spam.max_children, spam.ready_s,
+    );
+    let _ = writeln!(
+        out,
+        "Each message is scanned for the same user over SPAMC with couchmail's client (`couchmail_spam::SpamdClient`, the protocol the delivery path's spamc speaks), four times untimed (a child compiles some rules on its first scans), then {} times one after another, each timed from request to verdict.\n",
+        sizes.spam_scans,
+    );
+    let _ = writeln!(out, "| Message | Bytes | Scans | p50 (ms) | p99 (ms) | max (ms) | Score | Spam |");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---|");
+    for scan_run in &spam.runs {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {:.1} | {} |",
+            scan_run.kind,
+            count(scan_run.bytes as f64),
+            scan_run.scans,
+            fixed(scan_run.p50_ms, 1),
+            fixed(scan_run.p99_ms, 1),
+            fixed(scan_run.max_ms, 1),
+            scan_run.score,
+            if scan_run.is_spam { "yes" } else { "no" },
+        );
+    }
+    let memory = &spam.memory;
+    let _ = writeln!(out, "\n| spamd processes | RSS (MiB) | PSS (MiB) |");
+    let _ = writeln!(out, "|---|---:|---:|");
+    let _ = writeln!(
+        out,
+        "| parent | {:.1} | {:.1} |",
+        memory.parent_rss_kib as f64 / 1024.0,
+        memory.parent_pss_kib as f64 / 1024.0
+    );
+    let _ = writeln!(
+        out,
+        "| parent and {} children, summed | {:.1} | {:.1} |",
+        memory.n_processes.saturating_sub(1),
+        memory.total_rss_kib as f64 / 1024.0,
+        memory.total_pss_kib as f64 / 1024.0
+    );
+    let _ = writeln!(
+        out,
+        "\nRSS counts the pages the children share with the parent (spamd forks them after loading its rules) once per process; PSS divides each shared page between the processes that map it, so the summed PSS is what spamd adds to the machine."
+    );
+    let _ = writeln!(
+        out,
+        "This report has no resident-memory figures for Postfix and Dovecot to set these beside; couchmail's own processes are in the sections above (the `serve` process under issue #3, the policy service in the previous section, {:.1} MiB).",
+        policy.rss_after_kib as f64 / 1024.0,
+    );
+    out
+}
+
+/// `report` with issue #5's sections replaced by `sections`, or inserted before the list of commands when it has
+/// none yet (or at the end when it has no such list).
+pub fn splice_issue5(report: &str, sections: &str) -> String {
+    let (before, after) = match report.find(ISSUE5_HEADING) {
+        Some(start) => {
+            let end = report[start + 1..].find(COMMANDS_HEADING).map_or(report.len(), |offset| start + 1 + offset);
+            (&report[..start], &report[end..])
+        }
+        None => match report.find(COMMANDS_HEADING) {
+            Some(start) => (&report[..start], &report[start..]),
+            None => (report, ""),
+        },
+    };
+    format!("{before}{sections}{after}")
 }
 
 fn number(value: &Value, key: &str) -> f64 {
@@ -791,6 +951,21 @@ mod tests {
         assert_eq!(count(1_234_567.8), "1,234,568");
         assert_eq!(count(-12_345.0), "-12,345");
         assert_eq!(count(f64::NAN), "—");
+    }
+
+    #[test]
+    fn issue5_sections_go_before_the_commands_and_replace_older_ones() {
+        let report = "# Benchmarks\n\n## Lookups\n\ntable\n\n## Commands run\n\nlist\n";
+        let sections = "\n## Greylisting policy decisions (issue #5)\n\nfirst\n";
+        let spliced = splice_issue5(report, sections);
+        assert_eq!(
+            spliced,
+            "# Benchmarks\n\n## Lookups\n\ntable\n\n## Greylisting policy decisions (issue #5)\n\nfirst\n\n## Commands run\n\nlist\n"
+        );
+        let again = splice_issue5(&spliced, "\n## Greylisting policy decisions (issue #5)\n\nsecond\n");
+        assert!(again.contains("second") && !again.contains("first"), "{again}");
+        assert!(again.ends_with("\n## Commands run\n\nlist\n"), "{again}");
+        assert_eq!(splice_issue5("# Benchmarks\n", sections), format!("# Benchmarks\n{sections}"));
     }
 
     #[test]
