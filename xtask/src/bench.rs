@@ -2,7 +2,7 @@
 //!
 //! Performance is measured, never asserted in tests. This task builds the benchmark programs in release mode
 //! (`couchmail-bench` from crates/bench, and the index crate's `index_bench` example), then hands over to
-//! `couchmail-bench all`, which runs every measure of issues #2, #3 and #4 beside its alternative in one run and
+//! `couchmail-bench all`, which runs every measure of issues #2 to #5 beside its alternative in one run and
 //! writes the report. It needs root, the Debian packages it compares against (postfix, postfix-lmdb, postfix-pgsql,
 //! postgresql, dovecot-core, dovecot-auth-lua), and pouchdb-server, the stand-in for CouchDB that
 //! `cargo xtask packages` installs under /var/tmp/couchmail-pouchdb.
@@ -11,22 +11,25 @@
 //! cargo xtask bench            # everything (about ten minutes on two cores), rewrites docs/benchmarks.md
 //! cargo xtask bench --quick    # small sizes, a smoke test of every step; prints the report instead
 //! cargo xtask bench --out FILE # write the report elsewhere
+//! cargo xtask bench --only-issue5 # only issue #5's policy and spamd measures, spliced into docs/benchmarks.md
 //! ```
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask bench [--quick] [--out FILE] [--work-dir DIR]";
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--only-issue5] [--out FILE] [--work-dir DIR]";
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut quick = false;
+    let mut only_issue5 = false;
     let mut out: Option<PathBuf> = None;
     let mut work_dir: Option<PathBuf> = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--only-issue5" => only_issue5 = true,
             "--out" => out = Some(PathBuf::from(args.next().context(USAGE)?)),
             "--work-dir" => work_dir = Some(PathBuf::from(args.next().context(USAGE)?)),
             "-h" | "--help" => {
@@ -36,8 +39,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             other => bail!("unknown option `{other}`\n{USAGE}"),
         }
     }
-    // A full run rewrites the committed report; a quick one only shows it, unless told where to write.
-    if out.is_none() && !quick {
+    // A full run rewrites the committed report, and a run of issue #5's measures alone splices into it; a quick
+    // run only shows it, unless told where to write.
+    if out.is_none() && (!quick || only_issue5) {
         out = Some(root.join("docs/benchmarks.md"));
     }
 
@@ -59,6 +63,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if quick {
         bench.arg("--quick");
         shown_command.push_str(" --quick");
+    }
+    if only_issue5 {
+        bench.arg("--only-issue5");
+        shown_command.push_str(" --only-issue5");
     }
     if let Some(out) = &out {
         bench.arg("--out").arg(out);
