@@ -71,6 +71,8 @@ pub fn run(scratch: &std::path::Path, scans_per_kind: usize) -> Result<SpamResul
     let root = scratch.join("spam");
     let mut stack = Stack::dev(root.join("data"));
     stack.vmail = VmailIds { uid: vmail.uid, gid: vmail.gid };
+    // The rendered Dovecot files need a secret for the auth endpoint; nothing here asks it.
+    stack.auth_endpoint.secret = super::random_hex();
     let spam = Spam::new(&stack.paths);
     stack.spam = Some(spam.clone());
     couchmail_render::render(&stack)
