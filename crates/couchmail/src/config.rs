@@ -18,8 +18,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
+use couchmail_greylist::{GreylistConfig, Network};
+use couchmail_model::{IpNetwork, MAX_HOURLY_LIMIT};
+use couchmail_policy::PolicyConfig;
 use couchmail_render::{Cidr, DnsblSite, Listen, MAX_GREET_WAIT_SECS, Outbound, Ports, Postscreen};
 use serde::Deserialize;
 use tracing_subscriber::filter::LevelFilter;
@@ -243,6 +247,84 @@ pub const KEYS: &[KeyDoc] = &[
                 (1 to 60 seconds). Every new client waits this long once.",
     },
     KeyDoc {
+        key: "policy.greylisting",
+        env: "COUCHMAIL_POLICY_GREYLISTING",
+        default: "`true`",
+        about: "Whether mail from a client, sender and recipient never seen together is deferred once (451 4.7.1 \
+                Greylisted) and accepted when the client retries after `policy.greylist_delay_secs`. A domain or \
+                mailbox overrides it with its `greylisting` setting. Clients that log in, clients in \
+                `policy.trusted_networks` and clients, senders and recipients on an allow listing are never \
+                greylisted. The state lives in `<data_dir>/greylist.db` and survives restarts.",
+    },
+    KeyDoc {
+        key: "policy.greylist_delay_secs",
+        env: "COUCHMAIL_POLICY_GREYLIST_DELAY_SECS",
+        default: "`300`",
+        about: "How long a greylisted client must wait before its retry is accepted (seconds).",
+    },
+    KeyDoc {
+        key: "policy.greylist_retry_window_secs",
+        env: "COUCHMAIL_POLICY_GREYLIST_RETRY_WINDOW_SECS",
+        default: "`86400`",
+        about: "How long after the first attempt a retry still counts (seconds, longer than the delay); a later \
+                retry starts over.",
+    },
+    KeyDoc {
+        key: "policy.greylist_expiry_days",
+        env: "COUCHMAIL_POLICY_GREYLIST_EXPIRY_DAYS",
+        default: "`35`",
+        about: "How long a client, sender and recipient that passed stay known without new mail (days).",
+    },
+    KeyDoc {
+        key: "policy.greylist_auto_allow_after",
+        env: "COUCHMAIL_POLICY_GREYLIST_AUTO_ALLOW_AFTER",
+        default: "`5`",
+        about: "After this many passed triplets, a client network is no longer greylisted at all; `0` turns this \
+                off.",
+    },
+    KeyDoc {
+        key: "policy.allow_clients",
+        env: "COUCHMAIL_POLICY_ALLOW_CLIENTS",
+        default: "`[]`",
+        about: "Client networks never greylisted (CIDR or single addresses); in the environment, separated by \
+                commas.",
+    },
+    KeyDoc {
+        key: "policy.allow_sender_domains",
+        env: "COUCHMAIL_POLICY_ALLOW_SENDER_DOMAINS",
+        default: "`[]`",
+        about: "Sender domains never greylisted (`example.com`; `.example.com` also covers its subdomains).",
+    },
+    KeyDoc {
+        key: "policy.allow_recipients",
+        env: "COUCHMAIL_POLICY_ALLOW_RECIPIENTS",
+        default: "`[]`",
+        about: "Recipient addresses (`postmaster@example.com`) or domains (`example.com`) never greylisted.",
+    },
+    KeyDoc {
+        key: "policy.trusted_networks",
+        env: "COUCHMAIL_POLICY_TRUSTED_NETWORKS",
+        default: "`[\"127.0.0.0/8\", \"::1/128\"]`",
+        about: "Client networks that are never greylisted and, unless they log in, never rate-limited: local \
+                programs, monitoring, your own relays. Loopback is trusted by default, so mail injected on this \
+                host is never greylisted; a proxy on this host that forwards port 25 would make every client \
+                loopback, so remove it there. Block listings still apply. `[]` trusts no one.",
+    },
+    KeyDoc {
+        key: "policy.messages_per_hour",
+        env: "COUCHMAIL_POLICY_MESSAGES_PER_HOUR",
+        default: "`200`",
+        about: "Messages a logged-in user may send in any hour unless its mailbox or domain says otherwise; over \
+                it, the next message is deferred (450 4.7.1). `0` means no limit.",
+    },
+    KeyDoc {
+        key: "policy.recipients_per_hour",
+        env: "COUCHMAIL_POLICY_RECIPIENTS_PER_HOUR",
+        default: "`1000`",
+        about: "Recipients a logged-in user may send to in any hour, summed over its messages, unless its mailbox \
+                or domain says otherwise. `0` means no limit.",
+    },
+    KeyDoc {
         key: "tls.cert",
         env: "COUCHMAIL_TLS_CERT",
         default: "none: a self-signed certificate in `<data_dir>/tls/cert.pem`",
@@ -302,6 +384,9 @@ pub struct RawConfig {
     /// `[postscreen]`
     #[serde(default)]
     pub postscreen: RawPostscreen,
+    /// `[policy]`
+    #[serde(default)]
+    pub policy: RawPolicy,
     /// `[tls]`
     #[serde(default)]
     pub tls: RawTls,
@@ -386,6 +471,34 @@ pub struct RawPostscreen {
     pub greet_wait_secs: Option<i64>,
 }
 
+/// The `[policy]` table.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// `greylisting = true`
+    pub greylisting: Option<bool>,
+    /// `greylist_delay_secs = 300`
+    pub greylist_delay_secs: Option<u64>,
+    /// `greylist_retry_window_secs = 86400`
+    pub greylist_retry_window_secs: Option<u64>,
+    /// `greylist_expiry_days = 35`
+    pub greylist_expiry_days: Option<u64>,
+    /// `greylist_auto_allow_after = 5`
+    pub greylist_auto_allow_after: Option<u32>,
+    /// `allow_clients = ["192.0.2.0/24"]`
+    pub allow_clients: Option<Vec<String>>,
+    /// `allow_sender_domains = ["example.com"]`
+    pub allow_sender_domains: Option<Vec<String>>,
+    /// `allow_recipients = ["postmaster@example.com"]`
+    pub allow_recipients: Option<Vec<String>>,
+    /// `trusted_networks = ["127.0.0.0/8", "::1/128"]`
+    pub trusted_networks: Option<Vec<String>>,
+    /// `messages_per_hour = 200`
+    pub messages_per_hour: Option<u32>,
+    /// `recipients_per_hour = 1000`
+    pub recipients_per_hour: Option<u32>,
+}
+
 /// The `[tls]` table.
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -418,7 +531,20 @@ impl RawConfig {
     /// Every key set in the file, by its [`KEYS`] name, as text: the file
     /// and the environment then go through one parser per key.
     fn into_pairs(self) -> Vec<(&'static str, String)> {
-        let RawConfig { store, data_dir, runtime_dir, hostname, couchdb, api, mail, postscreen, tls, auth, log } = self;
+        let RawConfig {
+            store,
+            data_dir,
+            runtime_dir,
+            hostname,
+            couchdb,
+            api,
+            mail,
+            postscreen,
+            policy,
+            tls,
+            auth,
+            log,
+        } = self;
         let size = |size: RawSize| match size {
             RawSize::Bytes(bytes) => bytes.to_string(),
             RawSize::Text(text) => text,
@@ -450,6 +576,17 @@ impl RawConfig {
             ),
             ("postscreen.allowlist", postscreen.allowlist.map(|networks| networks.join(", "))),
             ("postscreen.greet_wait_secs", postscreen.greet_wait_secs.map(|secs| secs.to_string())),
+            ("policy.greylisting", policy.greylisting.map(|on| on.to_string())),
+            ("policy.greylist_delay_secs", policy.greylist_delay_secs.map(|secs| secs.to_string())),
+            ("policy.greylist_retry_window_secs", policy.greylist_retry_window_secs.map(|secs| secs.to_string())),
+            ("policy.greylist_expiry_days", policy.greylist_expiry_days.map(|days| days.to_string())),
+            ("policy.greylist_auto_allow_after", policy.greylist_auto_allow_after.map(|count| count.to_string())),
+            ("policy.allow_clients", policy.allow_clients.map(|list| list.join(", "))),
+            ("policy.allow_sender_domains", policy.allow_sender_domains.map(|list| list.join(", "))),
+            ("policy.allow_recipients", policy.allow_recipients.map(|list| list.join(", "))),
+            ("policy.trusted_networks", policy.trusted_networks.map(|list| list.join(", "))),
+            ("policy.messages_per_hour", policy.messages_per_hour.map(|count| count.to_string())),
+            ("policy.recipients_per_hour", policy.recipients_per_hour.map(|count| count.to_string())),
             ("tls.cert", tls.cert),
             ("tls.key", tls.key),
             ("auth.listen", auth.listen),
@@ -707,6 +844,8 @@ pub struct Config {
     pub mail: MailConfig,
     /// postscreen in front of port 25; `None` when `postscreen.enabled = false`.
     pub postscreen: Option<Postscreen>,
+    /// The policy service's settings (`[policy]`).
+    pub policy: PolicySettings,
     /// A configured certificate; `None`: `up` makes a self-signed one.
     pub tls: Option<TlsFiles>,
     /// Where the Dovecot auth endpoint listens (a loopback address).
@@ -864,6 +1003,7 @@ fn validate(
     };
     let mail = validate_mail(&mut merged, dev)?;
     let postscreen = validate_postscreen(&mut merged)?;
+    let policy = validate_policy(&mut merged)?;
     let tls = match (merged.take_with_origin("tls.cert"), merged.take_with_origin("tls.key")) {
         (None, None) => None,
         (Some(cert), Some(key)) => {
@@ -915,6 +1055,7 @@ fn validate(
         hostname,
         mail,
         postscreen,
+        policy,
         tls,
         auth_listen,
         log: LogConfig { level, format },
@@ -1049,6 +1190,113 @@ fn validate_postscreen(merged: &mut Merged) -> anyhow::Result<Option<Postscreen>
         allowlist: allowlist.unwrap_or(defaults.allowlist),
         greet_wait_secs: greet_wait_secs.or(defaults.greet_wait_secs),
     }))
+}
+
+/// The `[policy]` settings: what `up` turns into `couchmail_policy::PolicyConfig` once the data directory is
+/// known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySettings {
+    /// Whether recipients are greylisted unless their domain or mailbox opts out.
+    pub greylisting: bool,
+    /// The greylisting engine's delay, window, expiry, auto-allow and static allowlists.
+    pub greylist: GreylistConfig,
+    /// Clients never greylisted nor, unless they log in, rate-limited.
+    pub trusted_networks: Vec<IpNetwork>,
+    /// The default hourly message limit per SASL user; `None` for none.
+    pub messages_per_hour: Option<u32>,
+    /// The default hourly recipient limit per SASL user; `None` for none.
+    pub recipients_per_hour: Option<u32>,
+}
+
+impl PolicySettings {
+    /// The policy service's configuration, with its state files in `data_dir`.
+    pub fn policy_config(&self, data_dir: &Path) -> PolicyConfig {
+        PolicyConfig {
+            greylisting: self.greylisting,
+            greylist: self.greylist.clone(),
+            trusted_networks: self.trusted_networks.clone(),
+            messages_per_hour: self.messages_per_hour,
+            recipients_per_hour: self.recipients_per_hour,
+            ..PolicyConfig::new(data_dir)
+        }
+    }
+}
+
+/// The largest greylisting delay or retry window accepted, in seconds: a week.
+const MAX_GREYLIST_SECS: u64 = 7 * 24 * 60 * 60;
+
+fn validate_policy(merged: &mut Merged) -> anyhow::Result<PolicySettings> {
+    let defaults = PolicyConfig::new(Path::new("/"));
+    let secs = |value: &str| {
+        value
+            .parse::<u64>()
+            .ok()
+            .filter(|secs| (1..=MAX_GREYLIST_SECS).contains(secs))
+            .ok_or_else(|| format!("write whole seconds, 1 to {MAX_GREYLIST_SECS}"))
+    };
+    let hourly = |value: &str| {
+        let limit = value
+            .parse::<u32>()
+            .ok()
+            .filter(|limit| *limit <= MAX_HOURLY_LIMIT)
+            .ok_or_else(|| format!("write a whole number from 0 (no limit) to {MAX_HOURLY_LIMIT}"))?;
+        Ok(Some(limit).filter(|limit| *limit > 0))
+    };
+    let greylisting = merged.take("policy.greylisting", parse_bool)?.unwrap_or(defaults.greylisting);
+    let mut greylist = defaults.greylist.clone();
+    if let Some(delay) = merged.take("policy.greylist_delay_secs", secs)? {
+        greylist.delay = Duration::from_secs(delay);
+    }
+    if let Some(window) = merged.take("policy.greylist_retry_window_secs", secs)? {
+        greylist.retry_window = Duration::from_secs(window);
+    }
+    if greylist.delay >= greylist.retry_window {
+        bail!(
+            "invalid policy.greylist_delay_secs {}: it must be shorter than policy.greylist_retry_window_secs {}",
+            greylist.delay.as_secs(),
+            greylist.retry_window.as_secs()
+        );
+    }
+    if let Some(days) = merged.take("policy.greylist_expiry_days", |value| {
+        value
+            .parse::<u64>()
+            .ok()
+            .filter(|days| (1..=3650).contains(days))
+            .ok_or_else(|| "write whole days, 1 to 3650".to_owned())
+    })? {
+        greylist.pass_expiry = Duration::from_secs(days * 24 * 60 * 60);
+    }
+    if let Some(count) = merged.take("policy.greylist_auto_allow_after", |value| {
+        value.parse::<u32>().map_err(|_| "write a whole number (0 turns auto-allow off)".to_owned())
+    })? {
+        greylist.auto_allow_after = Some(count).filter(|count| *count > 0);
+    }
+    if let Some(clients) = merged.take("policy.allow_clients", parse_list::<Network>)? {
+        greylist.allowlist.client_networks = clients;
+    }
+    if let Some(domains) = merged.take("policy.allow_sender_domains", |value| {
+        let domains = parse_list::<String>(value)?;
+        match domains.iter().find(|domain| domain.contains('@') || domain.trim_start_matches('.').is_empty()) {
+            Some(bad) => Err(format!("{bad:?} is not a domain: write `example.com` or `.example.com`")),
+            None => Ok(domains.into_iter().map(|domain| domain.to_lowercase()).collect()),
+        }
+    })? {
+        greylist.allowlist.sender_domains = domains;
+    }
+    if let Some(recipients) = merged.take("policy.allow_recipients", parse_list::<String>)? {
+        greylist.allowlist.recipients = recipients.into_iter().map(|recipient| recipient.to_lowercase()).collect();
+    }
+    let trusted_networks =
+        merged.take("policy.trusted_networks", parse_list::<IpNetwork>)?.unwrap_or_else(default_trusted_networks);
+    let messages_per_hour = merged.take("policy.messages_per_hour", hourly)?.unwrap_or(defaults.messages_per_hour);
+    let recipients_per_hour =
+        merged.take("policy.recipients_per_hour", hourly)?.unwrap_or(defaults.recipients_per_hour);
+    Ok(PolicySettings { greylisting, greylist, trusted_networks, messages_per_hour, recipients_per_hour })
+}
+
+/// Loopback, IPv4 and IPv6: programs on this host are trusted by default.
+fn default_trusted_networks() -> Vec<IpNetwork> {
+    ["127.0.0.0/8", "::1/128"].iter().filter_map(|network| network.parse().ok()).collect()
 }
 
 /// A comma-separated list (a TOML array arrives joined with commas); empty entries are skipped, so an empty
@@ -1566,6 +1814,46 @@ mod tests {
         assert_eq!(config.postscreen, None);
         let config = load(Sources { env: env(&[("COUCHMAIL_POSTSCREEN_ENABLED", "no")]), ..Sources::default() });
         assert_eq!(config.postscreen, None);
+    }
+
+    #[test]
+    fn policy_defaults_trust_loopback_and_keys_override_them() {
+        let config = load(Sources::default());
+        let policy = &config.policy;
+        assert!(policy.greylisting);
+        let trusted: Vec<String> = policy.trusted_networks.iter().map(ToString::to_string).collect();
+        assert_eq!(trusted, ["127.0.0.0/8", "::1"]);
+        assert_eq!((policy.messages_per_hour, policy.recipients_per_hour), (Some(200), Some(1000)));
+        let built = policy.policy_config(Path::new("/var/lib/couchmail"));
+        assert_eq!(built.greylist_state, Path::new("/var/lib/couchmail/greylist.db"));
+        assert!(built.is_trusted("127.0.0.1".parse().unwrap()));
+
+        let config = load(Sources {
+            file: file(
+                "[policy]\ngreylisting = false\ngreylist_delay_secs = 2\ngreylist_auto_allow_after = 0\n\
+                 trusted_networks = []\nmessages_per_hour = 0\nallow_clients = [\"192.0.2.0/24\"]\n\
+                 allow_sender_domains = [\"Example.COM\"]",
+            ),
+            ..Sources::default()
+        });
+        let policy = &config.policy;
+        assert!(!policy.greylisting);
+        assert_eq!(policy.greylist.delay, Duration::from_secs(2));
+        assert_eq!(policy.greylist.auto_allow_after, None);
+        assert!(policy.trusted_networks.is_empty());
+        assert_eq!(policy.messages_per_hour, None, "0 is no limit");
+        assert_eq!(policy.greylist.allowlist.client_networks.len(), 1);
+        assert_eq!(policy.greylist.allowlist.sender_domains, ["example.com"]);
+
+        for (text, key) in [
+            ("[policy]\ngreylist_delay_secs = 90000", "policy.greylist_delay_secs"),
+            ("[policy]\nmessages_per_hour = 4000000000", "policy.messages_per_hour"),
+            ("[policy]\ntrusted_networks = [\"not a network\"]", "policy.trusted_networks"),
+            ("[policy]\nallow_sender_domains = [\"a@b.example\"]", "policy.allow_sender_domains"),
+        ] {
+            let err = Config::load(Sources { file: file(text), ..Sources::default() }).unwrap_err();
+            assert!(format!("{err:#}").contains(key), "{text}: {err:#}");
+        }
     }
 
     #[test]

@@ -86,8 +86,8 @@ impl Stack {
             postmaster_address: None,
             spam: None,
             postscreen: Some(crate::Postscreen::default()),
-            // Off until `couchmail up` serves the policy socket; then on by default.
-            policy: false,
+            // `couchmail up` serves the policy socket (`paths.policy_socket`).
+            policy: true,
         }
     }
 }

@@ -173,7 +173,8 @@ pub async fn run(mut config: Config, json: bool) -> anyhow::Result<()> {
     let mut services = Services::default();
     let api_listener = servers::bind_api(config.api_listen).await?;
     let api_address = api_listener.local_addr().context("cannot read the API listener's address")?;
-    let sources = servers::Sources { store, index: index.clone(), directory: directory.clone() };
+    let policy = stack.policy.then(|| config.policy.policy_config(&config.data_dir));
+    let sources = servers::Sources { store, index: index.clone(), directory: directory.clone(), policy };
     let listeners = servers::Listeners { api: api_listener, auth: auth_listener, auth_secret };
     let mail_layout = MailLayout { mail_root: stack.paths.mail_dir.clone(), uid: vmail.uid, gid: vmail.gid };
     let sockets = match servers::start(&mut services, &shutdown, sources, listeners, &stack.paths, mail_layout).await {

@@ -1,11 +1,12 @@
 //! couchmail's own servers, in-process: the index follower, the REST API,
-//! the socketmap server for Postfix, the dict server for Pigeonhole and the
-//! auth endpoint for Dovecot's Lua passdb and userdb.
+//! the socketmap server for Postfix, the policy service for Postfix
+//! (listings, greylisting, sending limits), the dict server for Pigeonhole
+//! and the auth endpoint for Dovecot's Lua passdb and userdb.
 //!
 //! Every server answers from the shared [`Index`] through the adapters of
 //! `couchmail-lookup` and stops when the shared stop signal turns true.
 //! Sockets are bound before any daemon starts, with the modes and groups of
-//! docs/runtime.md: socketmap root:postfix 0660, dict root:vmail 0660.
+//! docs/runtime.md: socketmap and policy root:postfix 0660, dict root:vmail 0660.
 //! Each bind is a step that can fail with a message naming the socket or
 //! address, and the next step to take.
 
@@ -55,6 +56,8 @@ pub struct Sources {
     pub index: Arc<Index>,
     /// The write path, for the API.
     pub directory: Directory,
+    /// The policy service's configuration; `None` does not serve it.
+    pub policy: Option<couchmail_policy::PolicyConfig>,
 }
 
 /// The servers' bound listeners.
@@ -73,6 +76,8 @@ pub struct Sockets {
     pub socketmap: PathBuf,
     /// The dict socket.
     pub dict: PathBuf,
+    /// The policy service's socket, when served.
+    pub policy: Option<PathBuf>,
 }
 
 /// Starts the index follower and every server as tasks of `services`.
@@ -84,7 +89,26 @@ pub async fn start(
     paths: &Paths,
     mail_layout: MailLayout,
 ) -> anyhow::Result<Sockets> {
-    let Sources { store, index, directory } = sources;
+    let Sources { store, index, directory, policy } = sources;
+    // The greylisting state is opened before anything starts so that a bad file stops `up` with its name.
+    let policy = match policy {
+        Some(config) => {
+            let state = config.greylist_state.clone();
+            let policy = couchmail_policy::Policy::open(config, index.clone()).map_err(|err| {
+                Failure::new(
+                    Exit::Other,
+                    format!("cannot open the policy service's state ({}): {err}", state.display()),
+                )
+                .hint(format!(
+                    "check that {} and ratelimit.db beside it are readable SQLite files owned by root; move them \
+                     away to start with empty greylisting and rate-limit state",
+                    state.display()
+                ))
+            })?;
+            Some(policy)
+        }
+        None => None,
+    };
     services.spawn("index follower", {
         let (store, index, stopped) = (store, index.clone(), stop.stopped());
         // A checkpoint lets the next start resume the changes feed instead of reading the
@@ -119,6 +143,31 @@ pub async fn start(
         }
     });
 
+    let policy_socket = match policy {
+        Some(policy) => {
+            let listener = couchmail_postfix_policy::Listener::bind_unix(&paths.policy_socket, 0o660)
+                .await
+                .map_err(|err| socket_failure("the policy service", &paths.policy_socket, &err))?;
+            give_group(&paths.policy_socket, "postfix")?;
+            services.spawn("policy service", {
+                let stopped = stop.stopped();
+                async move {
+                    let stats = couchmail_postfix_policy::run(
+                        listener,
+                        Arc::new(policy),
+                        couchmail_postfix_policy::ServerConfig::default(),
+                        stopped,
+                    )
+                    .await;
+                    tracing::debug!(?stats, "policy service stopped");
+                    Ok(())
+                }
+            });
+            Some(paths.policy_socket.clone())
+        }
+        None => None,
+    };
+
     let dict_listener = couchmail_dovecot_dict::bind(&paths.dict_socket, 0o660)
         .map_err(|err| socket_failure("the Sieve dict server", &paths.dict_socket, &err))?;
     give_group(&paths.dict_socket, "vmail")?;
@@ -142,14 +191,14 @@ pub async fn start(
         }
     });
 
-    Ok(Sockets { socketmap: paths.socketmap_socket.clone(), dict: paths.dict_socket.clone() })
+    Ok(Sockets { socketmap: paths.socketmap_socket.clone(), dict: paths.dict_socket.clone(), policy: policy_socket })
 }
 
 impl Sockets {
     /// Removes the socket files (the socketmap listener removes its own
-    /// when dropped; this also covers the dict socket).
+    /// when dropped; this also covers the dict and policy sockets).
     pub fn remove(&self) {
-        for path in [&self.socketmap, &self.dict] {
+        for path in [Some(&self.socketmap), Some(&self.dict), self.policy.as_ref()].into_iter().flatten() {
             match std::fs::remove_file(path) {
                 Ok(()) => {}
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
