@@ -70,6 +70,14 @@ impl fmt::Display for Error {
     }
 }
 
+impl From<couchmail_wire_server::Error> for Error {
+    fn from(error: couchmail_wire_server::Error) -> Error {
+        let kind = if error.is_address_in_use() { ErrorKind::AddressInUse } else { ErrorKind::Io };
+        let (context, source) = error.into_parts();
+        Error { kind, context, source }
+    }
+}
+
 // The cause is part of the message above, so it is not also returned as a source: a chain printer such as
 // anyhow's would print it twice.
 impl std::error::Error for Error {}

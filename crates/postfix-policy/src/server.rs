@@ -8,16 +8,15 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use couchmail_wire_server::Peer;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::action::Action;
@@ -107,13 +106,11 @@ impl Counters {
 /// A listening socket: a unix socket (the normal case, `check_policy_service unix:...`) or TCP (for tests, and for
 /// a Postfix on another machine: `check_policy_service inet:host:port`).
 pub struct Listener {
-    inner: ListenerInner,
+    inner: couchmail_wire_server::Listener,
 }
 
-enum ListenerInner {
-    Unix { listener: UnixListener, socket_file: Option<SocketFile> },
-    Tcp(TcpListener),
-}
+/// What listeners are called in logs and errors.
+const LABEL: &str = "policy";
 
 impl Listener {
     /// Binds a unix socket at `path` with permission bits `mode` (such as `0o660`, for the owner and the group
@@ -125,144 +122,36 @@ impl Listener {
     /// Anything at `path` that is not a socket is left alone, and is an error.
     /// The socket file is removed when the listener is dropped, unless another server has replaced it meanwhile.
     pub async fn bind_unix(path: impl AsRef<Path>, mode: u32) -> Result<Listener, Error> {
-        let path = path.as_ref();
-        let shown = path.display();
-        check_replaceable(path).await?;
-        let mut temporary_name = path.file_name().unwrap_or_default().to_os_string();
-        temporary_name.push(format!(".{}.tmp", std::process::id()));
-        let temporary_path = path.with_file_name(temporary_name);
-        // A leftover from an earlier process with our pid would make bind fail; it is ours to remove.
-        if std::fs::symlink_metadata(&temporary_path).is_ok_and(|metadata| metadata.file_type().is_socket()) {
-            let _ = std::fs::remove_file(&temporary_path);
-        }
-        let listener = UnixListener::bind(&temporary_path)
-            .map_err(|error| Error::io(format!("binding policy socket {}", temporary_path.display()), error))?;
-        let install = || -> std::io::Result<std::fs::Metadata> {
-            std::fs::set_permissions(&temporary_path, std::fs::Permissions::from_mode(mode))?;
-            std::fs::rename(&temporary_path, path)?;
-            std::fs::symlink_metadata(path)
-        };
-        let metadata = install().map_err(|error| {
-            let _ = std::fs::remove_file(&temporary_path);
-            Error::io(format!("installing policy socket {shown} with mode {mode:o}"), error)
-        })?;
-        let socket_file = SocketFile { path: path.to_path_buf(), device: metadata.dev(), inode: metadata.ino() };
-        Ok(Listener { inner: ListenerInner::Unix { listener, socket_file: Some(socket_file) } })
+        let inner = couchmail_wire_server::Listener::bind_unix(path, mode, LABEL).await?;
+        Ok(Listener { inner })
     }
 
     /// Binds a TCP socket. The policy protocol has no authentication: keep the address private.
     pub async fn bind_tcp(address: SocketAddr) -> Result<Listener, Error> {
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(|error| Error::io(format!("binding policy tcp socket {address}"), error))?;
-        Ok(Listener::from_tcp(listener))
+        let inner = couchmail_wire_server::Listener::bind_tcp(address, LABEL).await?;
+        Ok(Listener { inner })
     }
 
     /// Serves on a unix listener bound elsewhere (for instance handed over by a supervisor); its socket file is the
     /// caller's to remove.
     pub fn from_unix(listener: UnixListener) -> Listener {
-        Listener { inner: ListenerInner::Unix { listener, socket_file: None } }
+        Listener { inner: couchmail_wire_server::Listener::from_unix(listener, LABEL) }
     }
 
     /// Serves on a TCP listener bound elsewhere.
     pub fn from_tcp(listener: TcpListener) -> Listener {
-        Listener { inner: ListenerInner::Tcp(listener) }
+        Listener { inner: couchmail_wire_server::Listener::from_tcp(listener, LABEL) }
     }
 
     /// The TCP address this listener is bound to, useful after binding port 0; `None` for a unix socket.
     pub fn tcp_address(&self) -> Option<SocketAddr> {
-        match &self.inner {
-            ListenerInner::Tcp(listener) => listener.local_addr().ok(),
-            ListenerInner::Unix { .. } => None,
-        }
-    }
-}
-
-/// Refuses to bind over anything but nothing or a stale socket.
-async fn check_replaceable(path: &Path) -> Result<(), Error> {
-    let shown = path.display();
-    match std::fs::symlink_metadata(path) {
-        Ok(metadata) if !metadata.file_type().is_socket() => Err(Error::io(
-            format!("binding policy socket {shown}"),
-            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "a file that is not a socket is in the way"),
-        )),
-        // A bounded connect tells a live server from a stale file; a live one whose listen queue is full, and so
-        // does not answer in time, still counts as live.
-        Ok(_) => match tokio::time::timeout(Duration::from_secs(1), UnixStream::connect(path)).await {
-            Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
-                debug!(path = %shown, "replacing stale policy socket");
-                Ok(())
-            }
-            Ok(Err(error)) => Err(Error::io(format!("checking existing socket {shown}"), error)),
-            Ok(Ok(_)) | Err(_) => Err(Error::new(
-                ErrorKind::AddressInUse,
-                format!("binding policy socket {shown}: another server is listening there"),
-            )),
-        },
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(Error::io(format!("inspecting {shown}"), error)),
+        self.inner.tcp_address()
     }
 }
 
 impl fmt::Display for Listener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.inner {
-            ListenerInner::Unix { socket_file: Some(socket_file), .. } => {
-                write!(f, "unix:{}", socket_file.path.display())
-            }
-            ListenerInner::Unix { listener, socket_file: None } => {
-                match listener.local_addr().ok().as_ref().and_then(|address| address.as_pathname()) {
-                    Some(path) => write!(f, "unix:{}", path.display()),
-                    None => f.write_str("unix:(unnamed)"),
-                }
-            }
-            ListenerInner::Tcp(listener) => match listener.local_addr() {
-                Ok(address) => write!(f, "inet:{address}"),
-                Err(_) => f.write_str("inet:(unknown)"),
-            },
-        }
-    }
-}
-
-/// The socket file a unix listener created; removed on drop if it is still the one we bound.
-struct SocketFile {
-    path: PathBuf,
-    device: u64,
-    inode: u64,
-}
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        let still_ours = std::fs::symlink_metadata(&self.path)
-            .is_ok_and(|metadata| metadata.dev() == self.device && metadata.ino() == self.inode);
-        if still_ours && let Err(error) = std::fs::remove_file(&self.path) {
-            warn!(path = %self.path.display(), %error, "could not remove policy socket");
-        }
-    }
-}
-
-/// Who is on the other end of a connection, for logs.
-#[derive(Debug, Clone)]
-enum Peer {
-    Unix { uid: Option<u32>, pid: Option<i32> },
-    Tcp(SocketAddr),
-}
-
-impl fmt::Display for Peer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Peer::Unix { uid, pid } => {
-                f.write_str("unix")?;
-                if let Some(uid) = uid {
-                    write!(f, " uid={uid}")?;
-                }
-                if let Some(pid) = pid {
-                    write!(f, " pid={pid}")?;
-                }
-                Ok(())
-            }
-            Peer::Tcp(address) => write!(f, "{address}"),
-        }
+        self.inner.fmt(f)
     }
 }
 
@@ -289,61 +178,13 @@ pub async fn run<H: PolicyHandler>(
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> ServerStats {
-    let shown = listener.to_string();
-    info!(listener = %shown, max_connections = config.max_connections, "policy server listening");
-    let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let max_connections = config.max_connections;
     let shared = Arc::new(Shared { handler, config, counters: Counters::default() });
-    let (shutdown_sender, shutdown_receiver) = watch::channel(false);
-    let mut tasks = JoinSet::new();
-    tokio::pin!(shutdown);
-
-    loop {
-        // The permit is taken before accepting, so that over the limit connections wait in the listen queue.
-        let permit = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            Some(result) = tasks.join_next(), if !tasks.is_empty() => {
-                report_task_end(result);
-                continue;
-            }
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                // The semaphore is never closed; were it to be, there would be nothing left to serve with.
-                Err(_) => break,
-            },
-        };
-        let accepted = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            Some(result) = tasks.join_next(), if !tasks.is_empty() => {
-                report_task_end(result);
-                continue;
-            }
-            accepted = accept(&listener) => accepted,
-        };
-        match accepted {
-            Ok(Accepted::Unix(stream, peer)) => {
-                tasks.spawn(serve(stream, peer, shared.clone(), shutdown_receiver.clone(), permit));
-            }
-            Ok(Accepted::Tcp(stream, peer)) => {
-                // Replies are small and latency matters more than packet count.
-                let _ = stream.set_nodelay(true);
-                tasks.spawn(serve(stream, peer, shared.clone(), shutdown_receiver.clone(), permit));
-            }
-            Err(error) => {
-                // Typically out of file descriptors; pausing lets connections close instead of spinning.
-                error!(listener = %shown, %error, "policy accept failed; retrying shortly");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-
-    drop(listener);
-    info!(listener = %shown, n_open = tasks.len(), "policy server stopped accepting; finishing open connections");
-    let _ = shutdown_sender.send(true);
-    while let Some(result) = tasks.join_next().await {
-        report_task_end(result);
-    }
+    let shown = listener.to_string();
+    couchmail_wire_server::accept_loop(listener.inner, max_connections, shutdown, |stream, context| {
+        serve(stream, context.peer, shared.clone(), context.shutdown, context.permit)
+    })
+    .await;
     let stats = shared.counters.snapshot();
     info!(
         listener = %shown,
@@ -355,39 +196,6 @@ pub async fn run<H: PolicyHandler>(
         "policy server stopped"
     );
     stats
-}
-
-enum Accepted {
-    Unix(UnixStream, Peer),
-    Tcp(TcpStream, Peer),
-}
-
-async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
-    match &listener.inner {
-        ListenerInner::Unix { listener, .. } => {
-            let (stream, _) = listener.accept().await?;
-            let credentials = stream.peer_cred().ok();
-            let peer = Peer::Unix {
-                uid: credentials.map(|credentials| credentials.uid()),
-                pid: credentials.and_then(|credentials| credentials.pid()),
-            };
-            Ok(Accepted::Unix(stream, peer))
-        }
-        ListenerInner::Tcp(listener) => {
-            let (stream, address) = listener.accept().await?;
-            Ok(Accepted::Tcp(stream, Peer::Tcp(address)))
-        }
-    }
-}
-
-fn report_task_end(result: Result<(), tokio::task::JoinError>) {
-    // Handler panics are caught per decision; a panic here is a bug in the connection loop itself, contained to
-    // its connection by the runtime.
-    if let Err(error) = result
-        && error.is_panic()
-    {
-        error!(%error, "policy connection task panicked; connection dropped");
-    }
 }
 
 /// The per-connection loop.

@@ -103,8 +103,7 @@ impl Listener {
             let _ = std::fs::remove_file(&temporary_path);
             Error::io(format!("installing {label} socket {shown} with mode {mode:o}"), error)
         })?;
-        let socket_file =
-            SocketFile { path: path.to_path_buf(), device: metadata.dev(), inode: metadata.ino(), label };
+        let socket_file = SocketFile { path: path.to_path_buf(), device: metadata.dev(), inode: metadata.ino(), label };
         Ok(Listener { inner: ListenerInner::Unix { listener, socket_file: Some(socket_file) }, label })
     }
 
