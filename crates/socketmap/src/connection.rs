@@ -6,14 +6,11 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::{Instant, timeout, timeout_at};
+use couchmail_wire_server::ConnectionError;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::{Error, ErrorKind};
-use crate::frame::FrameDecoder;
-
-/// How many bytes one read asks for; Postfix requests are far shorter, so one read usually holds whole frames.
-const READ_CHUNK_LEN: usize = 4096;
+use crate::frame::{FrameDecoder, FrameError};
 
 /// How long a connection may take, in each direction.
 #[derive(Debug, Clone, Copy)]
@@ -24,24 +21,32 @@ pub(crate) struct Timeouts {
     pub(crate) frame: Duration,
 }
 
+impl couchmail_wire_server::Decoder for FrameDecoder {
+    type Item = Vec<u8>;
+    type Error = FrameError;
+
+    fn extend(&mut self, bytes: &[u8]) {
+        FrameDecoder::extend(self, bytes);
+    }
+
+    fn next_item(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        self.next_frame()
+    }
+
+    fn is_empty(&self) -> bool {
+        FrameDecoder::is_empty(self)
+    }
+}
+
+/// A netstring connection: the shared connection over a [`FrameDecoder`], with socketmap's errors.
 pub(crate) struct Connection<S> {
-    stream: S,
-    decoder: FrameDecoder,
-    read_chunk: Vec<u8>,
-    /// Encoded frames waiting to be written; bytes leave from the front.
-    output: Vec<u8>,
-    timeouts: Timeouts,
+    inner: couchmail_wire_server::Connection<S, FrameDecoder>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub(crate) fn new(stream: S, max_frame_len: usize, timeouts: Timeouts) -> Connection<S> {
-        Connection {
-            stream,
-            decoder: FrameDecoder::new(max_frame_len),
-            read_chunk: vec![0; READ_CHUNK_LEN],
-            output: Vec::new(),
-            timeouts,
-        }
+        let timeouts = couchmail_wire_server::Timeouts { idle: timeouts.idle, message: timeouts.frame };
+        Connection { inner: couchmail_wire_server::Connection::new(stream, FrameDecoder::new(max_frame_len), timeouts) }
     }
 
     /// Reads the next frame's payload, first flushing queued output if it has to wait for the peer.
@@ -51,76 +56,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Cancel safety: dropping the future loses no input and no output; bytes read stay buffered, and queued output
     /// that was not written yet stays queued.
     pub(crate) async fn read_frame(&mut self) -> Result<Option<Vec<u8>>, Error> {
-        // A frame already begun when this call starts gets the frame timeout from now.
-        let mut frame_deadline = (!self.decoder.is_empty()).then(|| Instant::now() + self.timeouts.frame);
-        loop {
-            if let Some(payload) =
-                self.decoder.next_frame().map_err(|error| Error::new(ErrorKind::Frame(error), "malformed frame"))?
-            {
-                return Ok(Some(payload));
-            }
-            self.flush().await?;
-            let read = self.stream.read(&mut self.read_chunk);
-            let n_read = match (frame_deadline, self.timeouts.idle) {
-                (Some(deadline), _) => timeout_at(deadline, read)
-                    .await
-                    .map_err(|_| Error::new(ErrorKind::Timeout, "timed out reading a frame"))?,
-                (None, Some(idle)) => {
-                    timeout(idle, read).await.map_err(|_| Error::new(ErrorKind::IdleTimeout, "idle timeout"))?
-                }
-                (None, None) => read.await,
-            }
-            .map_err(|error| Error::io("reading from peer", error))?;
-            if n_read == 0 {
-                if self.decoder.is_empty() {
-                    return Ok(None);
-                }
-                return Err(Error::new(
-                    ErrorKind::UnexpectedEof,
-                    "peer closed the connection in the middle of a frame",
-                ));
-            }
-            self.decoder.extend(&self.read_chunk[..n_read]);
-            frame_deadline.get_or_insert_with(|| Instant::now() + self.timeouts.frame);
-        }
+        self.inner.read().await.map_err(connection_error)
     }
 
     /// The buffer that [`Connection::flush`] writes out; encoders append to it.
     pub(crate) fn output(&mut self) -> &mut Vec<u8> {
-        &mut self.output
+        self.inner.output()
     }
 
     /// Whether the peer has sent part of a frame that is not complete yet, or complete frames not yet read.
     pub(crate) fn has_buffered_input(&self) -> bool {
-        !self.decoder.is_empty()
+        self.inner.has_buffered_input()
     }
 
     /// Writes all queued output, within the frame timeout (a peer that does not read must not hold us for ever).
     pub(crate) async fn flush(&mut self) -> Result<(), Error> {
-        if self.output.is_empty() {
-            return Ok(());
+        self.inner.flush().await.map_err(connection_error)
+    }
+}
+
+/// Puts a connection failure in socketmap's words.
+fn connection_error(error: ConnectionError<FrameError>) -> Error {
+    match error {
+        ConnectionError::Decode(error) => Error::new(ErrorKind::Frame(error), "malformed frame"),
+        ConnectionError::IdleTimeout => Error::new(ErrorKind::IdleTimeout, "idle timeout"),
+        ConnectionError::ReadTimeout => Error::new(ErrorKind::Timeout, "timed out reading a frame"),
+        ConnectionError::WriteTimeout => Error::new(ErrorKind::Timeout, "timed out writing to peer"),
+        ConnectionError::UnexpectedEof => {
+            Error::new(ErrorKind::UnexpectedEof, "peer closed the connection in the middle of a frame")
         }
-        let deadline = Instant::now() + self.timeouts.frame;
-        while !self.output.is_empty() {
-            let n_written = timeout_at(deadline, self.stream.write(&self.output))
-                .await
-                .map_err(|_| Error::new(ErrorKind::Timeout, "timed out writing to peer"))?
-                .map_err(|error| Error::io("writing to peer", error))?;
-            if n_written == 0 {
-                return Err(Error::io("writing to peer", std::io::ErrorKind::WriteZero.into()));
-            }
-            self.output.drain(..n_written);
-        }
-        timeout_at(deadline, self.stream.flush())
-            .await
-            .map_err(|_| Error::new(ErrorKind::Timeout, "timed out writing to peer"))?
-            .map_err(|error| Error::io("writing to peer", error))
+        ConnectionError::Read(error) => Error::io("reading from peer", error),
+        ConnectionError::Write(error) => Error::io("writing to peer", error),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::duplex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+    use tokio::time::Instant;
 
     use super::*;
 

@@ -1,11 +1,16 @@
 //! Server plumbing shared by CouchMail's wire-protocol crates (socketmap, the Postfix policy protocol): a
 //! [`Listener`] on a unix socket or TCP, and [`accept_loop`], which accepts connections under a limit, hands each to
 //! a protocol's per-connection task, contains that task's panics, and on shutdown stops accepting and waits for every
-//! connection to finish.
+//! connection to finish; and a [`Connection`], which reads messages through a protocol's [`Decoder`] under idle
+//! and message timeouts and flushes queued replies before it waits.
 //!
 //! The crate knows no protocol: log lines and error contexts name the protocol through the `label` each
 //! [`Listener`] is given ("socketmap", "policy").
 #![deny(missing_docs)]
+
+mod connection;
+
+pub use connection::{Connection, ConnectionError, Decoder, Timeouts};
 
 use std::fmt;
 use std::future::Future;
