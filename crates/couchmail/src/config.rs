@@ -24,7 +24,7 @@ use anyhow::{Context, bail};
 use couchmail_greylist::{GreylistConfig, Network};
 use couchmail_model::{IpNetwork, MAX_HOURLY_LIMIT};
 use couchmail_policy::PolicyConfig;
-use couchmail_render::{Cidr, DnsblSite, Listen, MAX_GREET_WAIT_SECS, Outbound, Ports, Postscreen};
+use couchmail_render::{Cidr, DnsblSite, Listen, MAX_GREET_WAIT_SECS, Outbound, Ports, Postscreen, SpamScore};
 use serde::Deserialize;
 use tracing_subscriber::filter::LevelFilter;
 
@@ -325,6 +325,32 @@ pub const KEYS: &[KeyDoc] = &[
                 or domain says otherwise. `0` means no limit.",
     },
     KeyDoc {
+        key: "spam.enabled",
+        env: "COUCHMAIL_SPAM_ENABLED",
+        default: "`true`; `false` with `--dev`",
+        about: "Whether `up` runs SpamAssassin (spamd, and spamass-milter for `spam.smtp_reject_score`; their Debian \
+                packages are installed with Postfix's). Every message is scanned at delivery as its recipient, with \
+                that user's threshold and bayes database, and spam is filed into Junk before the user's own Sieve \
+                script; moving mail into Junk trains it as spam, out of Junk as ham. spamd costs about 170 MiB. With \
+                `mail.daemons = false`, `render` writes the configuration for it but `up` runs nothing.",
+    },
+    KeyDoc {
+        key: "spam.threshold",
+        env: "COUCHMAIL_SPAM_THRESHOLD",
+        default: "`5.0`",
+        about: "The site-wide score at or above which a message is spam and filed into Junk (0.0 to 100.0, one \
+                decimal). A mailbox's `spam_threshold`, else its domain's, overrides it for that mailbox.",
+    },
+    KeyDoc {
+        key: "spam.smtp_reject_score",
+        env: "COUCHMAIL_SPAM_SMTP_REJECT_SCORE",
+        default: "`15`",
+        about: "The score at or above which Postfix refuses a message at SMTP time (550 5.7.1), before it is queued: \
+                a whole number above `spam.threshold`; `0` turns the refusal off. It is site-wide because the milter \
+                scans once per message, whoever the recipients are: the `spam_reject` of a domain or mailbox is \
+                stored and shown but not used yet.",
+    },
+    KeyDoc {
         key: "tls.cert",
         env: "COUCHMAIL_TLS_CERT",
         default: "none: a self-signed certificate in `<data_dir>/tls/cert.pem`",
@@ -361,7 +387,7 @@ pub const KEYS: &[KeyDoc] = &[
 ];
 
 /// `couchmail.toml` as written: every key optional, unknown keys refused.
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// `store = "sqlite:/var/lib/couchmail/couchmail.db"`
@@ -387,6 +413,9 @@ pub struct RawConfig {
     /// `[policy]`
     #[serde(default)]
     pub policy: RawPolicy,
+    /// `[spam]`
+    #[serde(default)]
+    pub spam: RawSpam,
     /// `[tls]`
     #[serde(default)]
     pub tls: RawTls,
@@ -499,6 +528,18 @@ pub struct RawPolicy {
     pub recipients_per_hour: Option<u32>,
 }
 
+/// The `[spam]` table.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpam {
+    /// `enabled = true`
+    pub enabled: Option<bool>,
+    /// `threshold = 5.0`
+    pub threshold: Option<f64>,
+    /// `smtp_reject_score = 15`
+    pub smtp_reject_score: Option<u32>,
+}
+
 /// The `[tls]` table.
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -541,6 +582,7 @@ impl RawConfig {
             mail,
             postscreen,
             policy,
+            spam,
             tls,
             auth,
             log,
@@ -587,6 +629,9 @@ impl RawConfig {
             ("policy.trusted_networks", policy.trusted_networks.map(|list| list.join(", "))),
             ("policy.messages_per_hour", policy.messages_per_hour.map(|count| count.to_string())),
             ("policy.recipients_per_hour", policy.recipients_per_hour.map(|count| count.to_string())),
+            ("spam.enabled", spam.enabled.map(|on| on.to_string())),
+            ("spam.threshold", spam.threshold.map(|score| score.to_string())),
+            ("spam.smtp_reject_score", spam.smtp_reject_score.map(|score| score.to_string())),
             ("tls.cert", tls.cert),
             ("tls.key", tls.key),
             ("auth.listen", auth.listen),
@@ -846,6 +891,8 @@ pub struct Config {
     pub postscreen: Option<Postscreen>,
     /// The policy service's settings (`[policy]`).
     pub policy: PolicySettings,
+    /// SpamAssassin; `None` when `spam.enabled = false`.
+    pub spam: Option<SpamSettings>,
     /// A configured certificate; `None`: `up` makes a self-signed one.
     pub tls: Option<TlsFiles>,
     /// Where the Dovecot auth endpoint listens (a loopback address).
@@ -1004,6 +1051,7 @@ fn validate(
     let mail = validate_mail(&mut merged, dev)?;
     let postscreen = validate_postscreen(&mut merged)?;
     let policy = validate_policy(&mut merged)?;
+    let spam = validate_spam(&mut merged, dev)?;
     let tls = match (merged.take_with_origin("tls.cert"), merged.take_with_origin("tls.key")) {
         (None, None) => None,
         (Some(cert), Some(key)) => {
@@ -1056,6 +1104,7 @@ fn validate(
         mail,
         postscreen,
         policy,
+        spam,
         tls,
         auth_listen,
         log: LogConfig { level, format },
@@ -1292,6 +1341,51 @@ fn validate_policy(merged: &mut Merged) -> anyhow::Result<PolicySettings> {
     let recipients_per_hour =
         merged.take("policy.recipients_per_hour", hourly)?.unwrap_or(defaults.recipients_per_hour);
     Ok(PolicySettings { greylisting, greylist, trusted_networks, messages_per_hour, recipients_per_hour })
+}
+
+/// The `[spam]` settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpamSettings {
+    /// The site-wide threshold for Junk.
+    pub threshold: SpamScore,
+    /// The SMTP-time refusal score; `None` scans at delivery only.
+    pub smtp_reject_score: Option<SpamScore>,
+}
+
+fn validate_spam(merged: &mut Merged, dev: bool) -> anyhow::Result<Option<SpamSettings>> {
+    // `--dev` is for trying couchmail out: spamd's 170 MiB and its packages wait until asked for.
+    let enabled = merged.take("spam.enabled", parse_bool)?.unwrap_or(!dev);
+    let threshold = merged
+        .take("spam.threshold", |value| {
+            value
+                .parse::<SpamScore>()
+                .ok()
+                .filter(|score| (0..=1000).contains(&score.tenths()))
+                .ok_or_else(|| "write a score from 0.0 to 100.0 with at most one decimal, such as 5.0".to_owned())
+        })?
+        .unwrap_or(SpamScore::from_tenths(50));
+    let reject = merged.take_with_origin("spam.smtp_reject_score");
+    let smtp_reject_score = match reject {
+        None => Some(SpamScore::from_tenths(150)),
+        Some(setting) => {
+            let score = setting.value.parse::<i32>().ok().filter(|score| (0..=100).contains(score));
+            match score {
+                Some(0) => None,
+                Some(score) if score * 10 > threshold.tenths() => Some(SpamScore::from_tenths(score * 10)),
+                _ => bail!(
+                    "invalid spam.smtp_reject_score `{}` {}: write a whole number above spam.threshold ({}) and at \
+                     most 100, or 0 to refuse nothing at SMTP time",
+                    setting.value,
+                    setting.origin,
+                    threshold
+                ),
+            }
+        }
+    };
+    if !enabled {
+        return Ok(None);
+    }
+    Ok(Some(SpamSettings { threshold, smtp_reject_score }))
 }
 
 /// Loopback, IPv4 and IPv6: programs on this host are trusted by default.
@@ -1853,6 +1947,24 @@ mod tests {
         ] {
             let err = Config::load(Sources { file: file(text), ..Sources::default() }).unwrap_err();
             assert!(format!("{err:#}").contains(key), "{text}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn spam_is_on_with_a_reject_score_of_15_unless_configured() {
+        let spam = load(Sources::default()).spam.unwrap();
+        assert_eq!((spam.threshold.tenths(), spam.smtp_reject_score.map(SpamScore::tenths)), (50, Some(150)));
+        let spam = load(Sources { file: file("[spam]\nthreshold = 6.5\nsmtp_reject_score = 0"), ..Sources::default() })
+            .spam
+            .unwrap();
+        assert_eq!((spam.threshold.tenths(), spam.smtp_reject_score), (65, None));
+        assert_eq!(load(Sources { file: file("[spam]\nenabled = false"), ..Sources::default() }).spam, None);
+        assert_eq!(load(Sources { dev: true, ..Sources::default() }).spam, None, "off under --dev unless asked");
+        let asked = load(Sources { file: file("[spam]\nenabled = true"), dev: true, ..Sources::default() });
+        assert!(asked.spam.is_some());
+        for text in ["[spam]\nsmtp_reject_score = 5", "[spam]\nthreshold = 6.55", "[spam]\nsmtp_reject_score = 101"] {
+            let err = Config::load(Sources { file: file(text), ..Sources::default() }).unwrap_err();
+            assert!(format!("{err:#}").contains("spam."), "{text}: {err:#}");
         }
     }
 

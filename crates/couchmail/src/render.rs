@@ -24,7 +24,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use couchmail_render::{AuthEndpoint, Paths, Rendered, Stack, VmailIds};
+use couchmail_render::{AuthEndpoint, Paths, Rendered, Spam, Stack, VmailIds};
 use couchmail_supervisor::system;
 use serde::Serialize;
 
@@ -81,6 +81,13 @@ pub fn stack(config: &Config, inputs: StackInputs) -> Stack {
     stack.outbound = config.mail.outbound;
     stack.sieve_before = None;
     stack.postscreen = config.postscreen.clone();
+    stack.spam = config.spam.map(|settings| {
+        let spam = Spam { required_score: settings.threshold, ..Spam::new(&stack.paths) };
+        match settings.smtp_reject_score {
+            Some(score) => spam.with_smtp_reject(&stack.paths, score),
+            None => spam,
+        }
+    });
     stack
 }
 

@@ -23,6 +23,7 @@ mod e2e {
     pub mod postscreen;
     pub mod refusals;
     pub mod sieve;
+    pub mod spam;
     pub mod submission;
     pub mod support;
 }

@@ -106,7 +106,9 @@ pub struct StackExtras {
     /// ([`NetNs::run`](crate::netns::NetNs::run)): its ports are the namespace's 127.0.0.1.
     pub netns: Option<String>,
     /// TOML appended to the configuration file, after its last table (`[log]`): whole tables such
-    /// as `[postscreen]`.
+    /// as `[postscreen]`. SpamAssassin is off (`[spam] enabled = false`) unless this has a `[spam]`
+    /// table of its own; greylisting skips the harness's loopback clients unless this has a
+    /// `[policy]` table with `trusted_networks`.
     pub config: String,
 }
 
@@ -338,9 +340,11 @@ impl MailStack {
              \n[mail]\nlisten = \"127.0.0.1\"\n\
              smtp_port = {smtp}\nsubmission_port = {submission}\nsubmissions_port = {submissions}\nimaps_port = {imaps}\n\
              outbound = \"disabled\"\nauth_failure_delay_secs = 0\n\
-             \n[log]\nlevel = \"debug\"\n{extra}",
+             \n[log]\nlevel = \"debug\"\n{spam}{extra}",
             data = self.data_dir.display(),
             run = self.runtime_dir.display(),
+            // spamd costs about 170 MiB and a second to start: only the tests of spam turn it on.
+            spam = if self.extras.config.contains("[spam]") { "" } else { "\n[spam]\nenabled = false\n" },
             extra = self.extras.config,
         )
     }

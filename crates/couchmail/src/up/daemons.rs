@@ -75,7 +75,8 @@ pub fn leftovers(stack: &Stack) -> [Leftover; 2] {
 /// Stops what an earlier run left behind; answers how many were running.
 pub async fn stop_leftovers(stack: &Stack) -> usize {
     let mut n_stopped = 0;
-    for leftover in leftovers(stack) {
+    // SpamAssassin's daemons (none when spam is off) are stopped with Postfix's and Dovecot's.
+    for leftover in leftovers(stack).into_iter().chain(couchmail_spam::leftovers(stack)) {
         match system::stop_leftover(&leftover).await {
             Ok(true) => n_stopped += 1,
             Ok(false) => {}

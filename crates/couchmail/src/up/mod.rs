@@ -37,6 +37,7 @@
 mod daemons;
 mod layout;
 mod servers;
+mod spam_sync;
 pub mod tls;
 
 use std::fs::{OpenOptions, Permissions};
@@ -68,6 +69,8 @@ use crate::sieve_check::SievecCheck;
 
 /// The name of the first admin token's file in the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// How long spamd may take to load its rules and answer.
+const SPAMD_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the servers get to finish after a stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -115,7 +118,7 @@ pub async fn run(mut config: Config, json: bool) -> anyhow::Result<()> {
     let with_daemons = config.mail.daemons;
     let (vmail, postfix_ids) = if with_daemons {
         require_root()?;
-        prepare_system().await?
+        prepare_system(&debian_packages(&config)).await?
     } else {
         (render::vmail_ids()?, None)
     };
@@ -163,6 +166,13 @@ pub async fn run(mut config: Config, json: bool) -> anyhow::Result<()> {
             Failure::new(Exit::Other, format!("cannot write the Postfix and Dovecot configuration: {err}"))
                 .hint("check that the runtime directory is writable by root")
         })?;
+        // SpamAssassin's directories, copied `*.pre` files and compiled global Sieve scripts (nothing when off).
+        couchmail_spam::prepare(&stack).await.map_err(|err| {
+            Failure::new(Exit::Other, format!("cannot prepare SpamAssassin: {err}")).hint(format!(
+                "install it (apt-get install {}), or turn it off with spam.enabled = false",
+                couchmail_supervisor::SPAM_DEBIAN_PACKAGES.join(" ")
+            ))
+        })?;
     }
 
     let store = open_store(&config).await?;
@@ -207,6 +217,15 @@ pub async fn run(mut config: Config, json: bool) -> anyhow::Result<()> {
             Ok(Some(daemons)) => running.daemons = Some(daemons),
             Ok(None) => return running.stop().await,
             Err(err) => return running.fail(err).await,
+        }
+        if let Some(spam) = stack.spam.clone() {
+            running.services.spawn("spam thresholds", {
+                let (stopped, index, vmail) = (running.shutdown.stopped(), index.clone(), stack.vmail);
+                async move {
+                    spam_sync::keep_thresholds(index, spam, vmail, stopped).await;
+                    Ok(())
+                }
+            });
         }
         running.services.spawn("auth cache flusher", {
             let stopped = running.shutdown.stopped();
@@ -253,10 +272,19 @@ fn require_root() -> anyhow::Result<()> {
         .into())
 }
 
+/// The Debian packages `up` needs: Postfix's and Dovecot's, and SpamAssassin's when spam is on.
+fn debian_packages(config: &Config) -> Vec<&'static str> {
+    let mut packages = daemons::DEBIAN_PACKAGES.to_vec();
+    if config.spam.is_some() {
+        packages.extend_from_slice(couchmail_supervisor::SPAM_DEBIAN_PACKAGES);
+    }
+    packages
+}
+
 /// Installs the missing Debian packages (a spinner on a terminal) and makes
 /// sure user `vmail` exists; answers the ids of `vmail` and `postfix`.
-async fn prepare_system() -> anyhow::Result<(VmailIds, Option<system::UserIds>)> {
-    let missing = system::missing_debian_packages(daemons::DEBIAN_PACKAGES)
+async fn prepare_system(packages: &[&'static str]) -> anyhow::Result<(VmailIds, Option<system::UserIds>)> {
+    let missing = system::missing_debian_packages(packages)
         .await
         .context("cannot ask dpkg which packages are installed (is this Debian?)")?;
     if !missing.is_empty() {
@@ -269,13 +297,13 @@ async fn prepare_system() -> anyhow::Result<(VmailIds, Option<system::UserIds>)>
         if spinner.is_none() {
             tracing::info!(packages = ?missing, "installing Debian packages (apt-get)");
         }
-        let installed = system::ensure_debian_packages(daemons::DEBIAN_PACKAGES).await;
+        let installed = system::ensure_debian_packages(packages).await;
         if let Some(spinner) = spinner {
             spinner.finish_and_clear();
         }
         let installed = installed.map_err(|err| {
             Failure::new(Exit::Other, format!("cannot install the Debian packages couchmail needs: {err}"))
-                .hint(format!("install them by hand: apt-get install {}", daemons::DEBIAN_PACKAGES.join(" ")))
+                .hint(format!("install them by hand: apt-get install {}", packages.join(" ")))
         })?;
         tracing::info!(packages = ?installed, "installed Debian packages");
     }
@@ -337,7 +365,10 @@ async fn start_daemons(stack: &Stack, signals: &mut Signals) -> anyhow::Result<O
     })?;
     let shutdown = Shutdown::default();
     let task = tokio::spawn({
-        let (specs, stopped) = (daemons::specs(stack), shutdown.stopped());
+        // SpamAssassin's daemons first, so that they start before and stop after Postfix and Dovecot.
+        let mut specs = couchmail_spam::daemons(stack);
+        specs.extend(daemons::specs(stack));
+        let stopped = shutdown.stopped();
         async move { Supervisor::default().run(specs, stopped).await }
     });
     let mut running = RunningDaemons { task, shutdown };
@@ -374,6 +405,15 @@ async fn start_daemons(stack: &Stack, signals: &mut Signals) -> anyhow::Result<O
             stack.paths.config_dir.display()
         ))
         .into());
+    }
+    if let Err(err) = couchmail_spam::wait_until_ready(stack, SPAMD_START_TIMEOUT).await {
+        running.stop().await;
+        return Err(Failure::new(Exit::Other, format!("SpamAssassin did not start: {err}"))
+            .hint(format!(
+                "read {} (spamd.log, spamass-milter.log), or turn it off with spam.enabled = false",
+                stack.paths.log_dir.display()
+            ))
+            .into());
     }
     tracing::info!("Postfix and Dovecot are answering");
     Ok(Some(running))
