@@ -6,14 +6,11 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::{Instant, timeout, timeout_at};
+use couchmail_wire_server::ConnectionError;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::attributes::{Attributes, AttributesDecoder, Limits};
+use crate::attributes::{Attributes, AttributesDecoder, Limits, SyntaxError};
 use crate::error::{Error, ErrorKind};
-
-/// How many bytes one read asks for; a Postfix request is about 1 KiB, so one read usually holds it whole.
-const READ_CHUNK_LEN: usize = 4096;
 
 /// How long a connection may take, in each direction.
 #[derive(Debug, Clone, Copy)]
@@ -24,24 +21,32 @@ pub(crate) struct Timeouts {
     pub(crate) list: Duration,
 }
 
+impl couchmail_wire_server::Decoder for AttributesDecoder {
+    type Item = Attributes;
+    type Error = SyntaxError;
+
+    fn extend(&mut self, bytes: &[u8]) {
+        AttributesDecoder::extend(self, bytes);
+    }
+
+    fn next_item(&mut self) -> Result<Option<Attributes>, SyntaxError> {
+        self.next_list()
+    }
+
+    fn is_empty(&self) -> bool {
+        AttributesDecoder::is_empty(self)
+    }
+}
+
+/// A policy connection: the shared connection over an [`AttributesDecoder`], with the policy crate's errors.
 pub(crate) struct Connection<S> {
-    stream: S,
-    decoder: AttributesDecoder,
-    read_chunk: Vec<u8>,
-    /// Encoded replies waiting to be written; bytes leave from the front.
-    output: Vec<u8>,
-    timeouts: Timeouts,
+    inner: couchmail_wire_server::Connection<S, AttributesDecoder>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub(crate) fn new(stream: S, limits: Limits, timeouts: Timeouts) -> Connection<S> {
-        Connection {
-            stream,
-            decoder: AttributesDecoder::new(limits),
-            read_chunk: vec![0; READ_CHUNK_LEN],
-            output: Vec::new(),
-            timeouts,
-        }
+        let timeouts = couchmail_wire_server::Timeouts { idle: timeouts.idle, message: timeouts.list };
+        Connection { inner: couchmail_wire_server::Connection::new(stream, AttributesDecoder::new(limits), timeouts) }
     }
 
     /// Reads the next attribute list, first flushing queued output if it has to wait for the peer.
@@ -50,80 +55,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// [`ErrorKind::UnexpectedEof`] when it closed in the middle of one.
     /// Cancel safety: dropping the future loses no input and no output.
     pub(crate) async fn read_attributes(&mut self) -> Result<Option<Attributes>, Error> {
-        // A list already begun when this call starts gets the list timeout from now.
-        let mut list_deadline = (!self.decoder.is_empty()).then(|| Instant::now() + self.timeouts.list);
-        loop {
-            if let Some(attributes) =
-                self.decoder.next_list().map_err(|error| Error::new(ErrorKind::Syntax(error), "malformed request"))?
-            {
-                return Ok(Some(attributes));
-            }
-            self.flush().await?;
-            let read = self.stream.read(&mut self.read_chunk);
-            let n_read = match (list_deadline, self.timeouts.idle) {
-                (Some(deadline), _) => timeout_at(deadline, read)
-                    .await
-                    .map_err(|_| Error::new(ErrorKind::Timeout, "timed out reading a request"))?,
-                (None, Some(idle)) => {
-                    timeout(idle, read).await.map_err(|_| Error::new(ErrorKind::IdleTimeout, "idle timeout"))?
-                }
-                (None, None) => read.await,
-            }
-            .map_err(|error| Error::io("reading from peer", error))?;
-            if n_read == 0 {
-                if self.decoder.is_empty() {
-                    return Ok(None);
-                }
-                return Err(Error::new(
-                    ErrorKind::UnexpectedEof,
-                    "peer closed the connection in the middle of a request",
-                ));
-            }
-            self.decoder.extend(&self.read_chunk[..n_read]);
-            list_deadline.get_or_insert_with(|| Instant::now() + self.timeouts.list);
-        }
+        self.inner.read().await.map_err(connection_error)
     }
 
     /// The buffer that [`Connection::flush`] writes out; encoders append to it.
     pub(crate) fn output(&mut self) -> &mut Vec<u8> {
-        &mut self.output
+        self.inner.output()
     }
 
     /// Whether the peer has sent part of a list that is not complete yet, or complete lists not yet read.
     pub(crate) fn has_buffered_input(&self) -> bool {
-        !self.decoder.is_empty()
+        self.inner.has_buffered_input()
     }
 
     /// Writes all queued output within the list timeout, so that a peer that does not read cannot hold us.
     pub(crate) async fn flush(&mut self) -> Result<(), Error> {
-        if self.output.is_empty() {
-            return Ok(());
+        self.inner.flush().await.map_err(connection_error)
+    }
+}
+
+/// Puts a connection failure in the policy crate's words.
+fn connection_error(error: ConnectionError<SyntaxError>) -> Error {
+    match error {
+        ConnectionError::Decode(error) => Error::new(ErrorKind::Syntax(error), "malformed request"),
+        ConnectionError::IdleTimeout => Error::new(ErrorKind::IdleTimeout, "idle timeout"),
+        ConnectionError::ReadTimeout => Error::new(ErrorKind::Timeout, "timed out reading a request"),
+        ConnectionError::WriteTimeout => Error::new(ErrorKind::Timeout, "timed out writing to peer"),
+        ConnectionError::UnexpectedEof => {
+            Error::new(ErrorKind::UnexpectedEof, "peer closed the connection in the middle of a request")
         }
-        let deadline = Instant::now() + self.timeouts.list;
-        let timed_out = |_| Error::new(ErrorKind::Timeout, "timed out writing to peer");
-        while !self.output.is_empty() {
-            let n_written = timeout_at(deadline, self.stream.write(&self.output))
-                .await
-                .map_err(timed_out)?
-                .map_err(|error| Error::io("writing to peer", error))?;
-            if n_written == 0 {
-                return Err(Error::io("writing to peer", std::io::ErrorKind::WriteZero.into()));
-            }
-            self.output.drain(..n_written);
-        }
-        timeout_at(deadline, self.stream.flush())
-            .await
-            .map_err(timed_out)?
-            .map_err(|error| Error::io("writing to peer", error))
+        ConnectionError::Read(error) => Error::io("reading from peer", error),
+        ConnectionError::Write(error) => Error::io("writing to peer", error),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::duplex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+    use tokio::time::Instant;
 
     use super::*;
-    use crate::attributes::SyntaxError;
 
     const TIMEOUTS: Timeouts = Timeouts { idle: None, list: Duration::from_secs(5) };
 
