@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpStream, UnixStream};
+use couchmail_wire_server::Stream;
 
 use crate::connection::{Connection, Timeouts};
 use crate::error::{Error, ErrorKind};
@@ -18,11 +17,6 @@ use crate::request::Request;
 
 /// How long a reply may take, as long as Postfix's own socketmap client waits (100 seconds).
 const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(100);
-
-/// Any byte stream a client can talk over.
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
 
 /// A connection to a socketmap server.
 ///
@@ -38,29 +32,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
 /// # }
 /// ```
 pub struct Client {
-    connection: Connection<Box<dyn Stream>>,
+    connection: Connection<Stream>,
 }
 
 impl Client {
     /// Connects to a server on a unix socket.
     pub async fn connect_unix(path: impl AsRef<Path>) -> Result<Client, Error> {
-        let path = path.as_ref();
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|error| Error::io(format!("connecting to socketmap server unix:{}", path.display()), error))?;
-        Ok(Client::new(Box::new(stream)))
+        Ok(Client::new(Stream::connect_unix(path.as_ref(), "socketmap").await?))
     }
 
     /// Connects to a server on TCP.
     pub async fn connect_tcp(address: SocketAddr) -> Result<Client, Error> {
-        let stream = TcpStream::connect(address)
-            .await
-            .map_err(|error| Error::io(format!("connecting to socketmap server inet:{address}"), error))?;
-        let _ = stream.set_nodelay(true);
-        Ok(Client::new(Box::new(stream)))
+        Ok(Client::new(Stream::connect_tcp(address, "socketmap").await?))
     }
 
-    fn new(stream: Box<dyn Stream>) -> Client {
+    fn new(stream: Stream) -> Client {
         let timeouts = Timeouts { idle: Some(DEFAULT_REPLY_TIMEOUT), frame: DEFAULT_REPLY_TIMEOUT };
         Client { connection: Connection::new(stream, MAX_REPLY_LEN, timeouts) }
     }

@@ -265,6 +265,26 @@ pub enum Stream {
     Tcp(TcpStream),
 }
 
+impl Stream {
+    /// Connects to a server on a unix socket, as a client; `label` names the protocol in the error.
+    pub async fn connect_unix(path: &Path, label: &str) -> Result<Stream, Error> {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|error| Error::io(format!("connecting to {label} server unix:{}", path.display()), error))?;
+        Ok(Stream::Unix(stream))
+    }
+
+    /// Connects to a server on TCP, as a client, with `TCP_NODELAY` set; `label` names the protocol in the error.
+    pub async fn connect_tcp(address: SocketAddr, label: &str) -> Result<Stream, Error> {
+        let stream = TcpStream::connect(address)
+            .await
+            .map_err(|error| Error::io(format!("connecting to {label} server inet:{address}"), error))?;
+        // Requests are small and latency matters more than packet count.
+        let _ = stream.set_nodelay(true);
+        Ok(Stream::Tcp(stream))
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
