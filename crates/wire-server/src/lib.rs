@@ -1,5 +1,5 @@
 //! Server plumbing shared by CouchMail's wire-protocol crates (socketmap, the Postfix policy protocol): a
-//! [`Listener`] on a unix socket or TCP, and [`accept_loop`], which accepts connections under a limit, hands each to
+//! [`Listener`] on a unix socket or TCP; [`accept_loop`], which accepts connections under a limit, hands each to
 //! a protocol's per-connection task, contains that task's panics, and on shutdown stops accepting and waits for every
 //! connection to finish; and a [`Connection`], which reads messages through a protocol's [`Decoder`] under idle
 //! and message timeouts and flushes queued replies before it waits.
