@@ -344,7 +344,7 @@ pub enum MailboxCommand {
     /// Change a mailbox.
     #[command(after_help = "Examples:\n  \
                             couchmail mailbox update alice@example.com --quota 5G --add-role domain-admin:example.com\n  \
-                            couchmail mailbox update alice@example.com --greylisting off --spam-reject 12\n  \
+                            couchmail mailbox update alice@example.com --greylisting off --spam-threshold 4.5\n  \
                             couchmail mailbox update bob@example.com --messages-per-hour 0\n  \
                             couchmail mailbox update bob@example.com --messages-per-hour inherit")]
     Update {
@@ -693,7 +693,8 @@ pub struct PolicyFlags {
     /// SpamAssassin score (0 to 100, one decimal) from which mail is filed into Junk.
     #[arg(long, value_name = "SCORE|inherit", value_parser = parse_score_setting, allow_negative_numbers = true)]
     pub spam_threshold: Option<Setting<f64>>,
-    /// Score from which mail is refused at SMTP time; above the spam threshold.
+    /// Score from which mail should be refused at SMTP time; above the spam threshold. Recorded but not
+    /// applied yet: the SMTP-time refusal scans once per message with the site-wide `spam.smtp_reject_score`.
     #[arg(long, value_name = "SCORE|inherit", value_parser = parse_score_setting, allow_negative_numbers = true)]
     pub spam_reject: Option<Setting<f64>>,
     /// Messages a logged-in user may send per hour (0: none).

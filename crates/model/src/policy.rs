@@ -109,7 +109,8 @@ pub struct PolicySettings {
     /// At or above this SpamAssassin score a message is spam and is filed into Junk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spam_threshold: Option<SpamScore>,
-    /// At or above this score a message is refused at SMTP time; above `spam_threshold`.
+    /// At or above this score a message should be refused at SMTP time; above `spam_threshold`. Not applied
+    /// yet: the SMTP-time refusal scans once per message with a site-wide score.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spam_reject: Option<SpamScore>,
     /// Most messages an hour the mailbox may send when logged in (for a domain: each of its mailboxes).

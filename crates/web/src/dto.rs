@@ -50,7 +50,8 @@ pub struct DomainInput {
     #[schema(value_type = Option<f64>, example = 5.0)]
     #[serde(default)]
     pub spam_threshold: Option<SpamScore>,
-    /// At or above this score mail is refused at SMTP time; above `spam_threshold`.
+    /// At or above this score mail should be refused at SMTP time; above `spam_threshold`. Recorded but not
+    /// applied yet: the SMTP-time refusal uses the site-wide `spam.smtp_reject_score`.
     #[schema(value_type = Option<f64>, example = 15.0)]
     #[serde(default)]
     pub spam_reject: Option<SpamScore>,
@@ -186,7 +187,8 @@ pub struct MailboxInput {
     #[schema(value_type = Option<f64>, example = 6.5)]
     #[serde(default)]
     pub spam_threshold: Option<SpamScore>,
-    /// At or above this score mail is refused at SMTP time; above `spam_threshold`; absent follows the domain.
+    /// At or above this score mail should be refused at SMTP time; above `spam_threshold`. Recorded but not
+    /// applied yet: the SMTP-time refusal uses the site-wide `spam.smtp_reject_score`. Absent follows the domain.
     #[schema(value_type = Option<f64>)]
     #[serde(default)]
     pub spam_reject: Option<SpamScore>,

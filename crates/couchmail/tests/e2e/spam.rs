@@ -1,5 +1,6 @@
 //! SpamAssassin run by `couchmail up` with real Postfix, Dovecot, spamd and spamass-milter (issue #5): GTUBE is
-//! refused at SMTP time and never reaches an INBOX, a normal message does; a user's IMAP move into Junk trains
+//! refused at SMTP time and never reaches an INBOX (and with the SMTP-time refusal off, it is filed into Junk at
+//! delivery), a normal message does; a user's IMAP move into Junk trains
 //! that user's bayes database and no one else's, and a move from Junk to Trash trains nothing; a mailbox's
 //! `spam_threshold` from the store reaches its spamd `user_prefs`, and a removed mailbox's spam data goes away.
 //!
@@ -102,6 +103,30 @@ fn spam_is_refused_filed_and_trained_per_user() {
     stack.cli_ok(&["mailbox", "rm", bob, "--cascade"]);
     let removed = poll(Duration::from_secs(5), || (!prefs.exists()).then_some(()));
     assert!(removed.is_some(), "bob's spam data outlived his mailbox");
+
+    stack.stop().unwrap();
+}
+
+#[test]
+fn spam_under_the_smtp_reject_score_is_filed_into_junk_at_delivery() {
+    if !runnable() {
+        return;
+    }
+    // Without the SMTP-time refusal, GTUBE is accepted and the per-recipient scan at delivery files it.
+    let extras = StackExtras { netns: None, config: "\n[spam]\nenabled = true\nsmtp_reject_score = 0\n".to_owned() };
+    let stack = MailStack::try_start_with_extras(binary(), StackOptions::default(), None, extras)
+        .unwrap_or_else(|err| panic!("the stack did not start: {err}"));
+    domain_with_mailboxes(&stack, "junk.test", &["alice"]);
+    let alice = "alice@junk.test";
+
+    let gtube = subject("gtube");
+    let mut session = stack.smtp();
+    session.ehlo("client.e2e.test").unwrap();
+    let sent = session.send("carol@example.net", &[alice], &smtp::message("carol@example.net", alice, &gtube, GTUBE));
+    assert!(sent.unwrap().is_ok(), "GTUBE was refused with the SMTP-time refusal off\n{}", stack.diagnostics());
+    session.quit();
+    stack.expect_message(alice, PASSWORD, "Junk", &gtube, DELIVERY);
+    assert_eq!(stack.count_messages(alice, PASSWORD, "INBOX", &gtube), 0, "GTUBE reached the INBOX");
 
     stack.stop().unwrap();
 }
