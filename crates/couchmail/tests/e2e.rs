@@ -22,6 +22,7 @@ mod e2e {
     pub mod policy;
     pub mod postscreen;
     pub mod refusals;
+    pub mod relay;
     pub mod sieve;
     pub mod spam;
     pub mod submission;
