@@ -18,7 +18,8 @@ use anyhow::{Context, Result, bail};
 /// the rendered auth script; `swaks` and `openssl` are real SMTP and TLS clients; `ca-certificates` for TLS; `g++`
 /// compiles libFuzzer for the fuzz smoke run; `knot` (Knot DNS) serves the DNS blocklist of the postscreen test, run
 /// with the stack in a network namespace made with `iproute2`'s `ip netns`; `spamassassin`, `spamd`, `spamc` and
-/// `spamass-milter` scan mail (docs/spam.md; `couchmail_supervisor::SPAM_DEBIAN_PACKAGES` is the same list for `up`).
+/// `spamass-milter` scan mail (docs/spam.md; `couchmail_supervisor::SPAM_DEBIAN_PACKAGES` is the same list for `up`);
+/// `testssl.sh` (the command `testssl`) checks the stack's TLS ports (docs/tls.md).
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "postfix",
     "postfix-lmdb",
@@ -38,6 +39,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "spamd",
     "spamc",
     "spamass-milter",
+    "testssl.sh",
 ];
 
 /// The account that owns every mailbox on disk (DESIGN.md §3: Dovecot's userdb answers uid and gid 5000).

@@ -27,4 +27,5 @@ mod e2e {
     pub mod spam;
     pub mod submission;
     pub mod support;
+    pub mod tls;
 }
