@@ -150,7 +150,7 @@ fn scan(target: &Target, output: &Path) -> Result<Vec<Finding>, String> {
     let mut command = Command::new("testssl");
     command.args(["--quiet", "--color", "0", "--warnings", "batch", "--nodns", "min", "--ip", "one"]);
     command.args(["--connect-timeout", "10", "--openssl-timeout", "10"]);
-    command.args(["--protocols", "--std", "--server-defaults", "--vulnerable"]);
+    command.args(["--protocols", "--std", "--cipher-per-proto", "--server-defaults", "--vulnerable"]);
     if let Some(protocol) = target.starttls {
         command.args(["-t", protocol]);
     }
