@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use super::support::shared;
 
 /// The longest one port's scan may take; the ports run in parallel, so this
-/// bounds the whole test (the scans take about a minute on 2 cores).
+/// bounds the whole test (the four scans take about 45 s together on 2 cores).
 const PER_PORT: Duration = Duration::from_secs(150);
 
 /// Findings that only describe the stack's development certificate, which
