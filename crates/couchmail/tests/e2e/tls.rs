@@ -42,12 +42,6 @@ pub const EXEMPT: &[(&str, &str, &str)] = &[
         "Neither CRL nor OCSP URI provided",
         "a self-signed certificate has no issuing CA, so no CRL or OCSP responder can revoke it",
     ),
-    (
-        "cert_validityPeriod",
-        "days",
-        "the development certificate is made once to last (from 1975, for thousands of years); \
-         testssl flags any lifetime over 825 days",
-    ),
 ];
 
 /// One scanned port: its name in messages, its port, and testssl's STARTTLS protocol if any.
