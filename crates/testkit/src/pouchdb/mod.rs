@@ -199,6 +199,25 @@ impl PouchServer {
     }
 
     fn start(binary: PathBuf, options: PouchOptions) -> Result<PouchServer, String> {
+        // A port found free can be taken by another test process before pouchdb-server binds
+        // it; then the server that answers is not ours and a fresh port is tried.
+        let mut attempt = 1;
+        loop {
+            match PouchServer::start_on_a_free_port(binary.clone(), options) {
+                Err(StartFailure::PortTaken(_)) if attempt < PORT_ATTEMPTS => attempt += 1,
+                Err(StartFailure::PortTaken(port)) => {
+                    return Err(format!(
+                        "pouchdb-server could not bind a free port: {PORT_ATTEMPTS} ports (the last {port}) were \
+                         taken by other processes first"
+                    ));
+                }
+                Err(StartFailure::Other(error)) => return Err(error),
+                Ok(server) => return Ok(server),
+            }
+        }
+    }
+
+    fn start_on_a_free_port(binary: PathBuf, options: PouchOptions) -> Result<PouchServer, StartFailure> {
         let dir =
             tempfile::tempdir().map_err(|error| format!("cannot create a directory for pouchdb-server: {error}"))?;
         let upstream_port = free_port()?;
@@ -222,7 +241,7 @@ impl PouchServer {
             client_tls: certificates.map(|certificates| certificates.client_config),
             dir,
         };
-        server.start_again()?;
+        server.start_process()?;
         Ok(server)
     }
 
@@ -279,18 +298,27 @@ impl PouchServer {
     /// # Errors
     /// When the server is running already, cannot be started or does not answer in time.
     pub fn start_again(&mut self) -> Result<(), String> {
+        self.start_process().map_err(|failure| match failure {
+            StartFailure::PortTaken(port) => {
+                format!("another process took port {port} while pouchdb-server was stopped")
+            }
+            StartFailure::Other(error) => error,
+        })
+    }
+
+    fn start_process(&mut self) -> Result<(), StartFailure> {
         if self.process.is_some() {
-            return Err("pouchdb-server is running already".to_owned());
+            return Err("pouchdb-server is running already".to_owned().into());
         }
         let process = ServerProcess::spawn(&self.binary, self.upstream_port, self.dir.path(), self.options.storage)?;
         self.process = Some(process);
-        if let Err(error) = self.wait_until_answering() {
+        if let Err(failure) = self.wait_until_answering() {
             if let Some(process) = self.process.take() {
                 let _ = process.stop();
             }
-            return Err(error);
+            return Err(failure);
         }
-        self.proxy.open()
+        Ok(self.proxy.open()?)
     }
 
     /// One HTTP request to the server through the proxy, as an admin would send it with curl;
@@ -324,23 +352,27 @@ impl PouchServer {
         upstream_request(self.upstream_port, method, path, body)
     }
 
-    fn wait_until_answering(&mut self) -> Result<(), String> {
+    /// Waits until pouchdb-server answers on its port, and checks that the one answering is
+    /// ours: the listening socket must be among our process's open files.
+    fn wait_until_answering(&mut self) -> Result<(), StartFailure> {
         let started = Instant::now();
         loop {
             if answers_http(self.upstream_port) {
-                return Ok(());
+                let ours = self.process.as_ref().is_some_and(|process| listens_on(process.pid, self.upstream_port));
+                return if ours { Ok(()) } else { Err(StartFailure::PortTaken(self.upstream_port)) };
             }
             if let Some(process) = self.process.as_mut()
                 && let Some(status) = process.exited()
             {
-                return Err(format!("pouchdb-server exited ({status}):\n{}", self.log()));
+                return Err(format!("pouchdb-server exited ({status}):\n{}", self.log()).into());
             }
             if started.elapsed() > START_TIMEOUT {
                 return Err(format!(
                     "pouchdb-server did not answer on port {} within {START_TIMEOUT:?}:\n{}",
                     self.upstream_port,
                     self.log()
-                ));
+                )
+                .into());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -472,6 +504,45 @@ impl ServerProcess {
     }
 }
 
+/// Why a start failed: the port was taken by someone else (worth a retry on another port),
+/// or anything else.
+enum StartFailure {
+    PortTaken(u16),
+    Other(String),
+}
+
+impl From<String> for StartFailure {
+    fn from(error: String) -> StartFailure {
+        StartFailure::Other(error)
+    }
+}
+
+/// How many free ports a start tries before giving up.
+const PORT_ATTEMPTS: u32 = 5;
+
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port`: the socket's inode,
+/// from `/proc/net/tcp`, is one of the process's open files.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else { return false };
+    let local = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // Fields: sl, local_address, rem_address, st (0A is LISTEN), …, inode (the tenth).
+            (fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A"))
+                .then(|| fields.get(9).map(|inode| format!("socket:[{inode}]")))
+                .flatten()
+        })
+        .collect();
+    let Ok(descriptors) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    descriptors.filter_map(Result::ok).any(|descriptor| {
+        std::fs::read_link(descriptor.path())
+            .is_ok_and(|target| inodes.iter().any(|inode| target.as_os_str() == inode.as_str()))
+    })
+}
+
 /// A loopback port nobody listens on right now.
 fn free_port() -> Result<u16, String> {
     let listener =
@@ -568,6 +639,20 @@ mod tests {
     fn the_binary_lives_in_the_install_directory() {
         assert!(pouchdb_binary().starts_with(POUCHDB_DIR));
         assert!(pouchdb_binary().ends_with("node_modules/.bin/pouchdb-server"));
+    }
+
+    #[test]
+    fn a_listening_socket_is_found_among_its_owners_files_only() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(listens_on(std::process::id(), port));
+        let mut child = Command::new("sleep").arg("5").spawn().unwrap();
+        let other_listens = listens_on(child.id(), port);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!other_listens, "another process does not hold our socket");
+        drop(listener);
+        assert!(!listens_on(std::process::id(), port), "a closed socket is nobody's");
     }
 
     #[test]
