@@ -44,6 +44,10 @@ pub const DEFAULT_SMOKE_SECONDS: u64 = 20;
 const DOC_PATH: &str = "docs/fuzzing.md";
 const TABLE_BEGIN: &str = "<!-- fuzz-results: begin (rewritten by `cargo xtask fuzz`) -->";
 const TABLE_END: &str = "<!-- fuzz-results: end -->";
+const NOTES_BEGIN: &str = "<!-- fuzz-notes: begin (written by hand, kept by `cargo xtask fuzz`) -->";
+const NOTES_END: &str = "<!-- fuzz-notes: end -->";
+/// What the notes say until someone writes them.
+const DEFAULT_NOTES: &str = "No finding so far.";
 const TABLE_HEADER: &str = "| Target | Seconds | Executions | Executions/s | Coverage (edges) | Corpus (inputs) | Findings | Date |\n\
                             |---|--:|--:|--:|--:|--:|---|---|";
 
@@ -117,10 +121,11 @@ fn parse_long_args(args: &[String]) -> Result<(u64, Vec<String>)> {
     let mut names = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
-        if arg == "--seconds" {
-            let value = args.next().context("--seconds needs a number")?;
+        // `--time` is the same option under the name libFuzzer's `-max_total_time` suggests.
+        if arg == "--seconds" || arg == "--time" {
+            let value = args.next().with_context(|| format!("{arg} needs a number"))?;
             seconds = parse_seconds(value)?;
-        } else if let Some(value) = arg.strip_prefix("--seconds=") {
+        } else if let Some(value) = arg.strip_prefix("--seconds=").or_else(|| arg.strip_prefix("--time=")) {
             seconds = parse_seconds(value)?;
         } else if arg.starts_with('-') {
             bail!("unknown option `{arg}` for `cargo xtask fuzz [--seconds N] [TARGET…]`");
@@ -404,7 +409,8 @@ fn write_doc(root: &Path, all_targets: &[Target], reports: &[TargetReport]) -> R
             rows.push(row);
         }
     }
-    let text = render_doc(all_targets, &rows, &machine);
+    let notes = previous_notes(&previous).unwrap_or(DEFAULT_NOTES);
+    let text = render_doc(all_targets, &rows, &machine, notes);
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!("fuzz: wrote {DOC_PATH}");
     Ok(())
@@ -443,12 +449,20 @@ fn previous_row(previous: &str, name: &str) -> Option<String> {
     previous.lines().find(|line| line.starts_with(&prefix)).map(str::to_owned)
 }
 
-fn render_doc(targets: &[Target], rows: &[String], machine: &str) -> String {
+/// The hand-written notes of the previous file (the commands of long runs, findings and their fixes), between
+/// their markers.
+fn previous_notes(previous: &str) -> Option<&str> {
+    let (_, rest) = previous.split_once(NOTES_BEGIN)?;
+    let (notes, _) = rest.split_once(NOTES_END)?;
+    Some(notes.trim())
+}
+
+fn render_doc(targets: &[Target], rows: &[String], machine: &str, notes: &str) -> String {
     let mut text = String::from(
         "# Fuzzing\n\
          \n\
-         The parsers that read bytes from peers are fuzzed with libFuzzer: Postfix's socketmap requests, Dovecot's dict \
-         protocol, and the user names Dovecot's Lua auth sends.\n\
+         The parsers that read bytes from peers are fuzzed with libFuzzer, one target per parser (the list below is \
+         every file in `fuzz/fuzz_targets/`, which `cargo xtask fuzz` and `cargo xtask test` run without being told).\n\
          Every target asserts more than \"no panic\": encodings round-trip, stream splitting does not change the \
          result, and accepted names follow the rule stated in the target.\n\
          \n\
@@ -465,7 +479,8 @@ fn render_doc(targets: &[Target], rows: &[String], machine: &str) -> String {
          \n\
          ```sh\n\
          cargo xtask fuzz                          # every target, {DEFAULT_LONG_SECONDS} s each; rewrites the table below\n\
-         cargo xtask fuzz --seconds 60 socketmap   # one target, one minute\n\
+         cargo xtask fuzz --seconds 60 socketmap   # one target, one minute (`--time` is the same option)\n\
+         nice -n 19 cargo xtask fuzz --time 180    # a long run that leaves the machine to other work\n\
          cargo xtask test                          # CI: every target {DEFAULT_SMOKE_SECONDS} s after the tests \
          (`--fuzz-seconds N` to change)\n\
          ```\n\
@@ -496,6 +511,7 @@ fn render_doc(targets: &[Target], rows: &[String], machine: &str) -> String {
         let _ = writeln!(text, "{row}");
     }
     let _ = writeln!(text, "{TABLE_END}");
+    let _ = writeln!(text, "\n## Long runs and findings\n\n{NOTES_BEGIN}\n{notes}\n{NOTES_END}");
     text
 }
 
@@ -618,6 +634,9 @@ Base64: YUBi
             (60, vec!["socketmap".to_owned()])
         );
         assert_eq!(parse_long_args(&args(&["--seconds=5"])).unwrap(), (5, Vec::new()));
+        assert_eq!(parse_long_args(&args(&["--time", "180"])).unwrap(), (180, Vec::new()));
+        assert_eq!(parse_long_args(&args(&["--time=7", "a", "b"])).unwrap(), (7, vec!["a".to_owned(), "b".to_owned()]));
+        assert!(parse_long_args(&args(&["--time"])).is_err());
         assert!(parse_long_args(&args(&["--seconds"])).is_err());
         assert!(parse_long_args(&args(&["--seconds", "0"])).is_err());
         assert!(parse_long_args(&args(&["--minutes", "1"])).is_err());
@@ -630,8 +649,10 @@ Base64: YUBi
             Target { name: "beta".to_owned(), summary: "second".to_owned() },
         ];
         let old_rows = vec!["| `alpha` | 60 | 1 | 1 | 1 | 1 | none | 2000-01-01 |".to_owned()];
-        let previous = render_doc(&targets, &old_rows, "a machine");
+        let previous = render_doc(&targets, &old_rows, "a machine", "Ran for a week.\n\nFound nothing.");
         assert_eq!(previous_row(&previous, "alpha").as_deref(), Some(old_rows[0].as_str()));
+        assert_eq!(previous_notes(&previous), Some("Ran for a week.\n\nFound nothing."));
+        assert_eq!(previous_notes("# Fuzzing\nno markers\n"), None);
         assert_eq!(previous_row(&previous, "beta"), None);
         let report = TargetReport {
             target: targets[1].clone(),
@@ -644,10 +665,16 @@ Base64: YUBi
     }
 
     #[test]
-    fn the_checkout_has_the_three_targets() {
+    fn every_target_file_is_found_and_has_a_bin() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let names: Vec<String> = targets(root).unwrap().into_iter().map(|target| target.name).collect();
-        assert_eq!(names, ["dovecot_auth", "dovecot_dict", "postfix_policy", "socketmap"]);
+        // New targets join without a change here; these four must stay.
+        for expected in ["dovecot_auth", "dovecot_dict", "postfix_policy", "socketmap"] {
+            assert!(names.iter().any(|name| name == expected), "{expected} is missing from {names:?}");
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted, "targets run in name order");
         let manifest = std::fs::read_to_string(root.join("fuzz/Cargo.toml")).unwrap();
         for name in &names {
             assert!(manifest.contains(&format!("name = \"{name}\"")), "fuzz/Cargo.toml has no [[bin]] {name}");
