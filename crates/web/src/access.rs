@@ -197,7 +197,7 @@ impl Principal {
     }
 
     /// The principal of a mailbox with `roles`.
-    fn of_mailbox(mailbox: Address, roles: &[Role]) -> Principal {
+    pub(crate) fn of_mailbox(mailbox: Address, roles: &[Role]) -> Principal {
         if roles.contains(&Role::Admin) {
             return Principal::Admin { mailbox: Some(mailbox) };
         }
@@ -253,7 +253,8 @@ pub async fn authenticate(directory: &Directory, headers: &HeaderMap) -> Result<
     }
 }
 
-async fn domain_is_active(directory: &Directory, domain: &DomainName) -> Result<bool, Error> {
+/// Whether `domain` exists and is active.
+pub(crate) async fn domain_is_active(directory: &Directory, domain: &DomainName) -> Result<bool, Error> {
     Ok(matches!(
         directory.get(&DocKind::Domain.id(domain)).await?,
         Some(couchmail_directory::Entry { doc: Document::Domain(d), .. }) if d.active

@@ -94,7 +94,7 @@ impl Error {
     }
 
     /// The message sent to the client.
-    fn public_message(&self) -> String {
+    pub(crate) fn public_message(&self) -> String {
         match self {
             Error::Invalid { message, .. }
             | Error::Unauthenticated(message)

@@ -93,6 +93,7 @@ mod dto;
 mod error;
 mod extract;
 mod routes;
+mod ui;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -109,7 +110,8 @@ pub use dto::{
 };
 pub use error::{Error, ErrorBody, ErrorDetail};
 pub use extract::{DEFAULT_PAGE_LIMIT, MAX_BODY_BYTES, MAX_PAGE_LIMIT};
-pub use routes::{API_PREFIX, ApiDoc, router};
+pub use routes::{API_PREFIX, ApiDoc, router, router_with};
+pub use ui::UiConfig;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -120,14 +122,26 @@ pub struct ApiState {
     pub index: Arc<Index>,
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then lets
-/// requests in flight finish.
+/// Serves the API and the web UI on `listener` until `shutdown` completes,
+/// then lets requests in flight finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, state, UiConfig::default(), shutdown).await
+}
+
+/// [`serve`] with the web UI configured by `ui`.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    ui: UiConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let local_addr = listener.local_addr()?;
-    tracing::info!(%local_addr, "REST API listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    tracing::info!(%local_addr, "REST API and web UI listening");
+    // The peer's address feeds login throttling and decides whether `X-Forwarded-*` is believed.
+    let app = router_with(state, ui).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -30,7 +30,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::access::{Action, Principal, Resource, authenticate};
 use crate::extract::{Page, etag};
-use crate::{ApiState, Error};
+use crate::{ApiState, Error, UiConfig};
 
 /// Where every route lives.
 pub const API_PREFIX: &str = "/api/v1";
@@ -108,8 +108,15 @@ impl Modify for BearerScheme {
 }
 
 /// The API's router: every route under [`API_PREFIX`], JSON errors for
-/// unknown routes and methods, and a tracing span per request.
+/// unknown routes and methods, and a tracing span per request; beside it the
+/// web UI (everything outside [`API_PREFIX`]) with [`UiConfig::default`].
 pub fn router(state: ApiState) -> Router {
+    router_with(state, UiConfig::default())
+}
+
+/// [`router`] with the web UI configured by `ui`.
+pub fn router_with(state: ApiState, ui: UiConfig) -> Router {
+    let pages = crate::ui::router(state.clone(), ui);
     let api = Router::new()
         .route("/health", get(meta::health))
         .route("/status", get(meta::status))
@@ -136,7 +143,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/conflicts/{id}/resolve", post(conflicts::resolve))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
-    Router::new().nest(API_PREFIX, api).fallback(not_found).layer(
+    Router::new().nest(API_PREFIX, api).merge(pages).fallback(not_found).layer(
         TraceLayer::new_for_http()
             // Method, path and status only: never headers (the token) or bodies (passwords).
             .make_span_with(|request: &Request<_>| {
@@ -156,8 +163,16 @@ pub fn router(state: ApiState) -> Router {
     )
 }
 
-async fn not_found() -> Error {
-    Error::NotFound("no such route; see /api/v1/openapi.json".to_owned())
+/// A JSON 404 for programs, an HTML page for browsers (which ask for `text/html`).
+async fn not_found(headers: axum::http::HeaderMap) -> Response {
+    let browser = headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if browser {
+        return crate::ui::page::error_page(StatusCode::NOT_FOUND, "There is no such page.");
+    }
+    Error::NotFound("no such route; see /api/v1/openapi.json".to_owned()).into_response()
 }
 
 async fn method_not_allowed() -> Error {
