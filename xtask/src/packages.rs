@@ -19,7 +19,8 @@ use anyhow::{Context, Result, bail};
 /// compiles libFuzzer for the fuzz smoke run; `knot` (Knot DNS) serves the DNS blocklist of the postscreen test, run
 /// with the stack in a network namespace made with `iproute2`'s `ip netns`; `spamassassin`, `spamd`, `spamc` and
 /// `spamass-milter` scan mail (docs/spam.md; `couchmail_supervisor::SPAM_DEBIAN_PACKAGES` is the same list for `up`);
-/// `testssl.sh` (the command `testssl`) checks the stack's TLS ports (docs/tls.md).
+/// `testssl.sh` (the command `testssl`) checks the stack's TLS ports (docs/tls.md); `chromium` and `chromium-driver`
+/// (the command `chromedriver`) run the web UI's browser tests (docs/web-ui-tests.md).
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "postfix",
     "postfix-lmdb",
@@ -40,6 +41,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "spamc",
     "spamass-milter",
     "testssl.sh",
+    "chromium",
+    "chromium-driver",
 ];
 
 /// The account that owns every mailbox on disk (DESIGN.md §3: Dovecot's userdb answers uid and gid 5000).

@@ -8,6 +8,7 @@
 //! `resolv.conf` of its own, so that daemons resolve through that server.
 #![deny(missing_docs)]
 
+pub mod browser;
 pub mod dns;
 pub mod fixtures;
 pub mod netns;
