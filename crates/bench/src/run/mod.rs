@@ -9,14 +9,17 @@
 
 mod auth;
 mod couchdb;
+mod delivery;
 mod index;
 mod lookups;
 mod machine;
+mod memory;
 mod policy;
 mod postgres;
 mod pouchdb;
 pub(crate) mod process;
 mod report;
+mod report_delivery;
 mod spam;
 
 use std::collections::hash_map::RandomState;
@@ -58,6 +61,14 @@ pub struct Options {
     /// --out, leaving the rest of it as it was.
     #[arg(long, requires = "out")]
     only_issue5: bool,
+    /// couchmail's binary (`cargo build --release -p couchmail`), which the end-to-end delivery benchmark runs
+    /// with `couchmail up`.
+    #[arg(long)]
+    couchmail: PathBuf,
+    /// Runs only issue #6's end-to-end delivery and memory measures; with --out, splices their sections into the
+    /// report there, leaving the rest of it as it was, else prints them.
+    #[arg(long, conflicts_with = "only_issue5")]
+    only_delivery: bool,
 }
 
 /// The sizes of one run.
@@ -83,6 +94,14 @@ pub struct Sizes {
     pub policy_requests: usize,
     /// Timed spamd scans per kind of message.
     pub spam_scans: usize,
+    /// Messages of the timed end-to-end delivery run without the spam scan (issue #6).
+    pub delivery_messages: usize,
+    /// The same with the spam scan, which costs two SpamAssassin scans per message.
+    pub delivery_spam_messages: usize,
+    /// Mailboxes the messages go to, one `smtp-source` each.
+    pub delivery_mailboxes: usize,
+    /// Parallel SMTP sessions per `smtp-source`.
+    pub delivery_sessions_per_mailbox: usize,
 }
 
 impl Sizes {
@@ -102,6 +121,10 @@ impl Sizes {
             policy_triplets: 20_000,
             policy_requests: 100_000,
             spam_scans: 30,
+            delivery_messages: 2000,
+            delivery_spam_messages: 600,
+            delivery_mailboxes: 4,
+            delivery_sessions_per_mailbox: 2,
         }
     }
 
@@ -121,6 +144,10 @@ impl Sizes {
             policy_triplets: 1_000,
             policy_requests: 5_000,
             spam_scans: 5,
+            delivery_messages: 200,
+            delivery_spam_messages: 40,
+            delivery_mailboxes: 4,
+            delivery_sessions_per_mailbox: 2,
         }
     }
 }
@@ -149,6 +176,9 @@ pub fn all(options: &Options) -> Result<()> {
     let machine = machine::describe();
     if options.only_issue5 {
         return only_issue5(options, &sizes, &work_dir, started);
+    }
+    if options.only_delivery {
+        return only_delivery(options, &sizes, &work_dir, started);
     }
 
     let index_results = index::run(
@@ -185,6 +215,8 @@ pub fn all(options: &Options) -> Result<()> {
     let secret_file = scratch.join("secret");
     std::fs::write(&secret_file, &secret).context("write the secret file")?;
     std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).context("protect the secret")?;
+
+    let delivery_results = delivery_run(options, &sizes, &scratch, hash.as_str())?;
 
     let bench_exe = std::env::current_exe().context("find couchmail-bench itself")?;
     let couch_results = couchdb::run(&couchdb::Setup {
@@ -260,6 +292,7 @@ pub fn all(options: &Options) -> Result<()> {
         couch: couch_results,
         policy: policy_results,
         spam: spam_results,
+        delivery: delivery_results,
     };
     let markdown = report.to_markdown();
     match &options.out {
@@ -313,6 +346,55 @@ fn only_issue5(options: &Options, sizes: &Sizes, work_dir: &std::path::Path, sta
     std::fs::write(out, report::splice_issue5(&existing, &sections))
         .with_context(|| format!("write {}", out.display()))?;
     eprintln!("bench: spliced issue #5's sections into {} ({:.0} s)", out.display(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Issue #6's end-to-end delivery through the three setups.
+fn delivery_run(
+    options: &Options,
+    sizes: &Sizes,
+    scratch: &std::path::Path,
+    hash: &str,
+) -> Result<delivery::DeliveryResults> {
+    delivery::run(&delivery::DeliveryConfig {
+        couchmail: &options.couchmail,
+        scratch,
+        hash,
+        messages: sizes.delivery_messages,
+        spam_messages: sizes.delivery_spam_messages,
+        mailboxes: sizes.delivery_mailboxes,
+        sessions_per_mailbox: sizes.delivery_sessions_per_mailbox,
+    })
+}
+
+/// `--only-delivery`: issue #6's delivery and memory measures alone, spliced into the report at `--out` or
+/// printed.
+fn only_delivery(options: &Options, sizes: &Sizes, work_dir: &std::path::Path, started: Instant) -> Result<()> {
+    let scratch_dir = tempfile::Builder::new()
+        .prefix("couchmail-bench")
+        .tempdir_in(work_dir)
+        .with_context(|| format!("make a directory in {}", work_dir.display()))?;
+    std::fs::set_permissions(scratch_dir.path(), std::fs::Permissions::from_mode(0o755))
+        .context("open the scratch directory")?;
+    let password = Password::new(PASSWORD.to_owned()).context("the benchmark password")?;
+    let hash = PasswordHash::new(&password);
+    let results = delivery_run(options, sizes, scratch_dir.path(), hash.as_str())?;
+    drop(scratch_dir);
+    let date = stdout_of(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?;
+    let sections = report_delivery::sections(&results, options.quick, Some(&date));
+    match &options.out {
+        Some(out) => {
+            let existing = std::fs::read_to_string(out).with_context(|| format!("read {}", out.display()))?;
+            std::fs::write(out, report_delivery::splice(&existing, &sections))
+                .with_context(|| format!("write {}", out.display()))?;
+            eprintln!(
+                "bench: spliced issue #6's delivery sections into {} ({:.0} s)",
+                out.display(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        None => print!("{sections}"),
+    }
     Ok(())
 }
 

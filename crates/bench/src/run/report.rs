@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::Sizes;
 use super::auth::{AuthResults, AuthRun, Operation, Passdb, Via};
 use super::couchdb::CouchResults;
+use super::delivery::DeliveryResults;
 use super::index::IndexResults;
 use super::lookups::{Backend, LookupResults, Placement};
 use super::policy::PolicyResults;
@@ -32,12 +33,14 @@ pub struct Report {
     pub couch: CouchResults,
     pub policy: PolicyResults,
     pub spam: SpamResults,
+    pub delivery: DeliveryResults,
 }
 
 impl Report {
     pub fn to_markdown(&self) -> String {
         let mut out = String::new();
         self.header(&mut out);
+        out.push_str(&super::report_delivery::sections(&self.delivery, self.quick, None));
         self.index_section(&mut out);
         self.couch_section(&mut out);
         self.lookups_section(&mut out);
@@ -734,6 +737,9 @@ impl Report {
             "In this order, by `couchmail-bench all`; `QUERIES` is a file of keys, one a line, `USER` a mailbox address, each asked once, and `FIRST`/`COUNT` the range of mailboxes a client run asks. Scratch paths are those of this run.\n"
         );
         let _ = writeln!(out, "```sh");
+        for command in &self.delivery.commands {
+            let _ = writeln!(out, "{command}");
+        }
         for command in &self.index.commands {
             let _ = writeln!(out, "{command}");
         }

@@ -266,7 +266,7 @@ past twelve.\r\nBring the draft of the report if you have it; I would like to go
 Cheers,\r\nCarol\r\n";
 
 /// A short personal message, plain text.
-fn small_ham() -> String {
+pub(super) fn small_ham() -> String {
     format!("{}\r\n{HAM_BODY}", headers("Lunch on Thursday", "text/plain; charset=utf-8"))
 }
 
