@@ -28,6 +28,7 @@ mod web {
     mod conflicts;
     mod listings;
     mod outage;
+    mod ui;
 }
 
 /// A running API with its store.

@@ -21,15 +21,16 @@ use minijinja::context;
 use serde::Deserialize;
 
 use crate::ui::page::{render_status, safe_next};
+use crate::ui::session::load_principal;
 use crate::ui::session::{
     PRE_SESSION_COOKIE, SESSION_COOKIE, came_over_tls, client_ip, cookie, find_session, random_hex, set_cookie,
 };
-use crate::ui::session::load_principal;
 use crate::ui::{UiError, UiState};
 
 /// A hash to verify against when the address is unknown, so that both cases take as long.
-static DUMMY_HASH: LazyLock<Option<PasswordHash>> =
-    LazyLock::new(|| Password::new("couchmail-no-such-user".to_owned()).ok().map(|password| PasswordHash::new(&password)));
+static DUMMY_HASH: LazyLock<Option<PasswordHash>> = LazyLock::new(|| {
+    Password::new("couchmail-no-such-user".to_owned()).ok().map(|password| PasswordHash::new(&password))
+});
 
 /// What the login page is asked for.
 #[derive(Debug, Deserialize)]

@@ -56,7 +56,12 @@ pub(crate) mod assets;
 pub(crate) mod auth;
 pub(crate) mod csrf;
 pub(crate) mod dashboard;
+pub(crate) mod domains;
+pub(crate) mod forms;
+pub(crate) mod listings;
+pub(crate) mod me;
 pub(crate) mod page;
+pub(crate) mod paging;
 pub(crate) mod session;
 pub(crate) mod sieve;
 pub(crate) mod throttle;
@@ -152,6 +157,12 @@ pub(crate) fn router(api: ApiState, config: UiConfig) -> Router {
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/logout", post(auth::logout))
         .route("/static/{file}", get(assets::serve))
+        .route("/me", get(me::show))
+        .route("/me/password", post(me::change_password))
+        .route("/me/spam", post(me::set_spam))
+        .route("/listings", get(listings::show).post(listings::add))
+        .route("/listings/remove", post(listings::remove))
+        .merge(domains::routes())
         .merge(sieve::routes())
         .layer(middleware::from_fn_with_state(state.clone(), csrf::guard))
         .with_state(state)

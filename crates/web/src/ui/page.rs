@@ -19,6 +19,10 @@ const TEMPLATE_FILES: &[(&str, &str)] = &[
     ("error.html", include_str!("../../templates/error.html")),
     ("login.html", include_str!("../../templates/login.html")),
     ("dashboard.html", include_str!("../../templates/dashboard.html")),
+    ("me.html", include_str!("../../templates/me.html")),
+    ("listings.html", include_str!("../../templates/listings.html")),
+    ("domains.html", include_str!("../../templates/domains.html")),
+    ("domain.html", include_str!("../../templates/domain.html")),
 ];
 
 /// Every template, compiled once. A template that does not compile is logged and left out, and
@@ -107,7 +111,12 @@ pub(crate) fn render_status(status: StatusCode, user: Option<&SessionUser>, name
 /// An error page: `status`, a title and what to do.
 pub(crate) fn error_page(status: StatusCode, message: &str) -> Response {
     let title = status.canonical_reason().unwrap_or("Error");
-    render_status(status, None, "error.html", context! { title => title, message => message, status => status.as_u16() })
+    render_status(
+        status,
+        None,
+        "error.html",
+        context! { title => title, message => message, status => status.as_u16() },
+    )
 }
 
 /// Why a page cannot be shown.

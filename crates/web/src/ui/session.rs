@@ -252,8 +252,6 @@ pub(crate) struct SessionUser {
     pub(crate) key: SessionKey,
     /// The message left by the previous request, taken.
     pub(crate) flash: Option<Flash>,
-    /// Whether cookies of this request must be `Secure`.
-    pub(crate) secure: bool,
 }
 
 impl SessionUser {
@@ -288,7 +286,6 @@ impl FromRequestParts<UiState> for SessionUser {
             mailbox: found.mailbox,
             csrf: found.csrf,
             key: found.key,
-            secure: came_over_tls(parts, state.config.secure_cookies),
         })
     }
 }
@@ -296,8 +293,7 @@ impl FromRequestParts<UiState> for SessionUser {
 /// The principal of `mailbox` with its roles now, or `None` when it may not log in (removed,
 /// inactive, in an inactive domain, or without a password).
 pub(crate) async fn load_principal(state: &UiState, mailbox: &Address) -> Result<Option<Principal>, UiError> {
-    let Some(entry) = state.api.directory.get(&DocKind::Mailbox.id(mailbox)).await.map_err(crate::Error::from)?
-    else {
+    let Some(entry) = state.api.directory.get(&DocKind::Mailbox.id(mailbox)).await.map_err(crate::Error::from)? else {
         return Ok(None);
     };
     let Document::Mailbox(found) = entry.doc else { return Ok(None) };
@@ -351,7 +347,8 @@ mod tests {
     fn revoking_a_mailbox_keeps_one_session() {
         let store = SessionStore::new(Duration::from_secs(60), Duration::from_secs(600));
         let alice = address("alice@a.example");
-        let (one, two, bob) = (store.create(alice.clone()), store.create(alice.clone()), store.create(address("bob@a.example")));
+        let (one, two, bob) =
+            (store.create(alice.clone()), store.create(alice.clone()), store.create(address("bob@a.example")));
         let keep = store.find(&one).unwrap().key;
         assert_eq!(store.revoke_mailbox(&alice, Some(&keep)), 1);
         assert!(store.find(&one).is_some());

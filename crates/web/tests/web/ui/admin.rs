@@ -1,0 +1,1 @@
+//! Administrators' pages: domains and mailboxes, and what a domain admin may not see.

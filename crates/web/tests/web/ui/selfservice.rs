@@ -1,0 +1,1 @@
+//! A mailbox's own page: password, aliases, spam threshold, blocklist.
