@@ -44,6 +44,10 @@ const DEFAULT_AUTH_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOC
 const PRODUCTION_PORTS: Ports = Ports { smtp: 25, submission: 587, submissions: 465, imaps: 993 };
 /// The public ports under `--dev`.
 const DEV_PORTS: Ports = Ports { smtp: 2525, submission: 2587, submissions: 4465, imaps: 9993 };
+/// The ManageSieve port (RFC 5804's registered port) when nothing is configured.
+const MANAGESIEVE_PORT: u16 = 4190;
+/// The ManageSieve port under `--dev`.
+const DEV_MANAGESIEVE_PORT: u16 = 14190;
 /// Postfix's `message_size_limit` when nothing is configured.
 const DEFAULT_MESSAGE_SIZE_LIMIT: u64 = 25 << 20;
 
@@ -351,6 +355,41 @@ pub const KEYS: &[KeyDoc] = &[
                 stored and shown but not used yet.",
     },
     KeyDoc {
+        key: "managesieve.enabled",
+        env: "COUCHMAIL_MANAGESIEVE_ENABLED",
+        default: "`true`",
+        about: "Whether `up` serves ManageSieve (RFC 5804, docs/managesieve.md), so that mail clients can upload and \
+                activate their Sieve scripts. It listens on `mail.listen`'s address, offers STARTTLS with the \
+                certificate of the mail ports and accepts passwords only after it.",
+    },
+    KeyDoc {
+        key: "managesieve.port",
+        env: "COUCHMAIL_MANAGESIEVE_PORT",
+        default: "`4190`; with `--dev`: `14190`",
+        about: "The ManageSieve port. When it is not configured and the port is taken (by a system Dovecot's \
+                managesieved, say), `up` warns and runs without ManageSieve; a configured port that cannot be \
+                bound stops `up`.",
+    },
+    KeyDoc {
+        key: "managesieve.max_scripts",
+        env: "COUCHMAIL_MANAGESIEVE_MAX_SCRIPTS",
+        default: "`32`",
+        about: "The most Sieve scripts one mailbox may keep through ManageSieve (`NO (QUOTA/MAXSCRIPTS)` beyond).",
+    },
+    KeyDoc {
+        key: "managesieve.max_script_bytes",
+        env: "COUCHMAIL_MANAGESIEVE_MAX_SCRIPT_BYTES",
+        default: "`262144`",
+        about: "The largest script accepted through ManageSieve, in bytes (`NO (QUOTA/MAXSIZE)` beyond; a larger \
+                literal is read and discarded). At most 262144, the store's own limit.",
+    },
+    KeyDoc {
+        key: "managesieve.max_connections",
+        env: "COUCHMAIL_MANAGESIEVE_MAX_CONNECTIONS",
+        default: "`256`",
+        about: "ManageSieve connections served at once; more wait in the kernel's listen queue.",
+    },
+    KeyDoc {
         key: "tls.cert",
         env: "COUCHMAIL_TLS_CERT",
         default: "none: a self-signed certificate in `<data_dir>/tls/cert.pem`",
@@ -416,6 +455,9 @@ pub struct RawConfig {
     /// `[spam]`
     #[serde(default)]
     pub spam: RawSpam,
+    /// `[managesieve]`
+    #[serde(default)]
+    pub managesieve: RawManageSieve,
     /// `[tls]`
     #[serde(default)]
     pub tls: RawTls,
@@ -540,6 +582,22 @@ pub struct RawSpam {
     pub smtp_reject_score: Option<u32>,
 }
 
+/// The `[managesieve]` table.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawManageSieve {
+    /// `enabled = true`
+    pub enabled: Option<bool>,
+    /// `port = 4190`
+    pub port: Option<u16>,
+    /// `max_scripts = 32`
+    pub max_scripts: Option<u32>,
+    /// `max_script_bytes = 262144`
+    pub max_script_bytes: Option<u32>,
+    /// `max_connections = 256`
+    pub max_connections: Option<u32>,
+}
+
 /// The `[tls]` table.
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -583,6 +641,7 @@ impl RawConfig {
             postscreen,
             policy,
             spam,
+            managesieve,
             tls,
             auth,
             log,
@@ -632,6 +691,11 @@ impl RawConfig {
             ("spam.enabled", spam.enabled.map(|on| on.to_string())),
             ("spam.threshold", spam.threshold.map(|score| score.to_string())),
             ("spam.smtp_reject_score", spam.smtp_reject_score.map(|score| score.to_string())),
+            ("managesieve.enabled", managesieve.enabled.map(|on| on.to_string())),
+            ("managesieve.port", managesieve.port.map(|port| port.to_string())),
+            ("managesieve.max_scripts", managesieve.max_scripts.map(|count| count.to_string())),
+            ("managesieve.max_script_bytes", managesieve.max_script_bytes.map(|bytes| bytes.to_string())),
+            ("managesieve.max_connections", managesieve.max_connections.map(|count| count.to_string())),
             ("tls.cert", tls.cert),
             ("tls.key", tls.key),
             ("auth.listen", auth.listen),
@@ -859,6 +923,21 @@ pub struct MailConfig {
     pub message_size_limit: u64,
 }
 
+/// ManageSieve's settings (`[managesieve]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManageSieveSettings {
+    /// The TCP port, on `mail.listen`'s address.
+    pub port: u16,
+    /// Whether the port was configured: then failing to bind it stops `up`; the default port only warns.
+    pub port_configured: bool,
+    /// The most scripts per mailbox.
+    pub max_scripts: usize,
+    /// The largest script, in bytes.
+    pub max_script_bytes: usize,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
 /// A configured certificate and key (both or neither).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -893,6 +972,8 @@ pub struct Config {
     pub policy: PolicySettings,
     /// SpamAssassin; `None` when `spam.enabled = false`.
     pub spam: Option<SpamSettings>,
+    /// ManageSieve; `None` when `managesieve.enabled = false`.
+    pub managesieve: Option<ManageSieveSettings>,
     /// A configured certificate; `None`: `up` makes a self-signed one.
     pub tls: Option<TlsFiles>,
     /// Where the Dovecot auth endpoint listens (a loopback address).
@@ -1052,6 +1133,7 @@ fn validate(
     let postscreen = validate_postscreen(&mut merged)?;
     let policy = validate_policy(&mut merged)?;
     let spam = validate_spam(&mut merged, dev)?;
+    let managesieve = validate_managesieve(&mut merged, dev, &mail)?;
     let tls = match (merged.take_with_origin("tls.cert"), merged.take_with_origin("tls.key")) {
         (None, None) => None,
         (Some(cert), Some(key)) => {
@@ -1105,6 +1187,7 @@ fn validate(
         postscreen,
         policy,
         spam,
+        managesieve,
         tls,
         auth_listen,
         log: LogConfig { level, format },
@@ -1350,6 +1433,49 @@ pub struct SpamSettings {
     pub threshold: SpamScore,
     /// The SMTP-time refusal score; `None` scans at delivery only.
     pub smtp_reject_score: Option<SpamScore>,
+}
+
+fn validate_managesieve(
+    merged: &mut Merged,
+    dev: bool,
+    mail: &MailConfig,
+) -> anyhow::Result<Option<ManageSieveSettings>> {
+    let enabled = merged.take("managesieve.enabled", parse_bool)?.unwrap_or(true);
+    let configured_port = merged.take("managesieve.port", parse_port)?;
+    let count = |value: &str| {
+        value
+            .parse::<usize>()
+            .ok()
+            .filter(|count| *count >= 1)
+            .ok_or_else(|| "write a whole number of at least 1".to_owned())
+    };
+    let max_scripts = merged.take("managesieve.max_scripts", count)?.unwrap_or(32);
+    let max_connections = merged.take("managesieve.max_connections", count)?.unwrap_or(256);
+    let largest = couchmail_model::MAX_SIEVE_SCRIPT_BYTES;
+    let max_script_bytes = merged
+        .take("managesieve.max_script_bytes", |value| {
+            value
+                .parse::<usize>()
+                .ok()
+                .filter(|bytes| (1..=largest).contains(bytes))
+                .ok_or_else(|| format!("write a number of bytes from 1 to {largest}"))
+        })?
+        .unwrap_or(largest);
+    if !enabled {
+        return Ok(None);
+    }
+    let port = configured_port.unwrap_or(if dev { DEV_MANAGESIEVE_PORT } else { MANAGESIEVE_PORT });
+    let ports = &mail.ports;
+    if [ports.smtp, ports.submission, ports.submissions, ports.imaps].contains(&port) {
+        bail!("managesieve.port {port} is also a mail port: give ManageSieve a port of its own");
+    }
+    Ok(Some(ManageSieveSettings {
+        port,
+        port_configured: configured_port.is_some(),
+        max_scripts,
+        max_script_bytes,
+        max_connections,
+    }))
 }
 
 fn validate_spam(merged: &mut Merged, dev: bool) -> anyhow::Result<Option<SpamSettings>> {

@@ -36,6 +36,7 @@
 
 mod daemons;
 mod layout;
+mod managesieve;
 mod servers;
 mod spam_sync;
 pub mod tls;
@@ -106,6 +107,8 @@ struct Summary {
     client_host: String,
     /// `couchmail` with the options that reach this store.
     cli: String,
+    /// Where ManageSieve listens, when it does.
+    managesieve: Option<String>,
 }
 
 /// Runs the stack until a stop signal; returns after a clean shutdown.
@@ -187,8 +190,27 @@ pub async fn run(mut config: Config, json: bool) -> anyhow::Result<()> {
     let sources = servers::Sources { store, index: index.clone(), directory: directory.clone(), policy };
     let listeners = servers::Listeners { api: api_listener, auth: auth_listener, auth_secret };
     let mail_layout = MailLayout { mail_root: stack.paths.mail_dir.clone(), uid: vmail.uid, gid: vmail.gid };
-    let sockets = match servers::start(&mut services, &shutdown, sources, listeners, &stack.paths, mail_layout).await {
-        Ok(sockets) => sockets,
+    let sockets =
+        match servers::start(&mut services, &shutdown, sources, listeners, &stack.paths, mail_layout.clone()).await {
+            Ok(sockets) => sockets,
+            Err(err) => {
+                services.stop(&shutdown).await?;
+                return Err(err);
+            }
+        };
+    let managesieve_address = match start_managesieve(
+        &mut services,
+        &shutdown,
+        &config,
+        &stack,
+        &certificate,
+        &index,
+        &directory,
+        mail_layout,
+    )
+    .await
+    {
+        Ok(address) => address,
         Err(err) => {
             services.stop(&shutdown).await?;
             return Err(err);
@@ -252,11 +274,37 @@ pub async fn run(mut config: Config, json: bool) -> anyhow::Result<()> {
         self_signed: certificate.self_signed,
         client_host: client_host(&stack),
         cli: cli_prefix(&program_name(), &config),
+        managesieve: managesieve_address.map(|address| address.to_string()),
     };
     if let Err(err) = print_summary(&summary, first_admin.as_ref().map(|(_, bearer)| bearer.as_str()), json) {
         return running.fail(err).await;
     }
     running.until_stopped(&mut signals).await
+}
+
+/// Serves ManageSieve when `[managesieve]` says so (up/managesieve.rs); the address it listens on.
+#[allow(clippy::too_many_arguments, reason = "the pieces of `run` it needs, passed once")]
+async fn start_managesieve(
+    services: &mut Services,
+    shutdown: &Shutdown,
+    config: &Config,
+    stack: &Stack,
+    certificate: &tls::Certificate,
+    index: &Arc<Index>,
+    directory: &Directory,
+    mail_layout: MailLayout,
+) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    let Some(settings) = config.managesieve.clone() else { return Ok(None) };
+    let options = managesieve::Options {
+        settings,
+        listen: stack.listen,
+        cert: certificate.cert.clone(),
+        key: certificate.key.clone(),
+        auth_failure_delay: Duration::from_secs(config.mail.auth_failure_delay_secs.into()),
+    };
+    let accounts = Arc::new(couchmail_lookup::Accounts::new(index.clone(), mail_layout));
+    let script_check = SievecCheck::with_dovecot_config(&stack.paths.dovecot_config_file());
+    managesieve::start(services, shutdown, options, accounts, directory.clone(), script_check).await
 }
 
 /// Fails unless running as root, which the daemons need.
@@ -766,6 +814,10 @@ fn print_summary(summary: &Summary, bearer: Option<&str>, json: bool) -> anyhow:
             port("submission"),
             port("submissions")
         ));
+        if let Some(address) = &summary.managesieve {
+            let port = address.rsplit(':').next().unwrap_or_default();
+            text.push_str(&format!("  Sieve {host} port {port}, STARTTLS (ManageSieve)\n"));
+        }
     }
     text.push_str("\nStop with Ctrl-C.\n");
     output::text(&text)
