@@ -14,6 +14,7 @@
 
 mod e2e {
     pub mod bad_input;
+    pub mod browser;
     pub mod couchdb;
     pub mod delivery;
     pub mod imap;
