@@ -52,6 +52,7 @@
 //! [`page::render`], and answers a write with [`SessionUser::flash`] and a 303
 //! to the page to show next. The header links to `/me/sieve`.
 
+pub(crate) mod aliases;
 pub(crate) mod assets;
 pub(crate) mod auth;
 pub(crate) mod csrf;
@@ -59,6 +60,7 @@ pub(crate) mod dashboard;
 pub(crate) mod domains;
 pub(crate) mod forms;
 pub(crate) mod listings;
+pub(crate) mod mailboxes;
 pub(crate) mod me;
 pub(crate) mod page;
 pub(crate) mod paging;
@@ -163,6 +165,8 @@ pub(crate) fn router(api: ApiState, config: UiConfig) -> Router {
         .route("/listings", get(listings::show).post(listings::add))
         .route("/listings/remove", post(listings::remove))
         .merge(domains::routes())
+        .merge(mailboxes::routes())
+        .merge(aliases::routes())
         .merge(sieve::routes())
         .layer(middleware::from_fn_with_state(state.clone(), csrf::guard))
         .with_state(state)

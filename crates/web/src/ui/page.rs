@@ -23,6 +23,10 @@ const TEMPLATE_FILES: &[(&str, &str)] = &[
     ("listings.html", include_str!("../../templates/listings.html")),
     ("domains.html", include_str!("../../templates/domains.html")),
     ("domain.html", include_str!("../../templates/domain.html")),
+    ("mailboxes.html", include_str!("../../templates/mailboxes.html")),
+    ("mailbox.html", include_str!("../../templates/mailbox.html")),
+    ("aliases.html", include_str!("../../templates/aliases.html")),
+    ("alias.html", include_str!("../../templates/alias.html")),
 ];
 
 /// Every template, compiled once. A template that does not compile is logged and left out, and
