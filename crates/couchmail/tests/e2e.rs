@@ -19,6 +19,7 @@ mod e2e {
     pub mod delivery;
     pub mod imap;
     pub mod live_changes;
+    pub mod managesieve;
     pub mod outage;
     pub mod policy;
     pub mod postscreen;
