@@ -31,6 +31,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "dovecot-auth-lua",
     "lua5.4",
     "swaks",
+    "sieve-connect", // a real ManageSieve client for e2e::managesieve
     "openssl",
     "ca-certificates",
     "g++",
