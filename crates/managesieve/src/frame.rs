@@ -171,13 +171,10 @@ impl CommandDecoder {
                 }
             }
             match self.parse_word() {
-                Step::NeedMore => {
-                    if self.line_len + self.buffer.len() > self.limits.max_line_len {
-                        self.refuse(Refusal::LineTooLong { max: self.limits.max_line_len });
-                        continue;
-                    }
-                    return None;
-                }
+                // Each scanner refuses a token that would take the line over its limit as soon as it sees the
+                // byte too many, so what is buffered meanwhile stays bounded, and a line is refused for the same
+                // reason however its bytes arrive.
+                Step::NeedMore => return None,
                 // A literal's octets were checked against the literal limit when its header was read.
                 Step::AwaitLiteral => return None,
                 Step::Word => {
@@ -308,9 +305,23 @@ impl CommandDecoder {
         Step::Word
     }
 
+    /// Whether a token of `token_len` bytes so far would take the line over its limit.
+    fn over_line_limit(&self, token_len: usize) -> bool {
+        self.line_len + token_len > self.limits.max_line_len
+    }
+
     fn parse_atom(&mut self) -> Step {
-        let len = self.buffer.iter().position(|&byte| !is_atom_char(byte));
-        let Some(len) = len else { return Step::NeedMore };
+        let mut len = 0;
+        loop {
+            if self.over_line_limit(len + 1) {
+                return Step::Refused(Refusal::LineTooLong { max: self.limits.max_line_len });
+            }
+            match self.buffer.get(len) {
+                None => return Step::NeedMore,
+                Some(&byte) if is_atom_char(byte) => len += 1,
+                Some(_) => break,
+            }
+        }
         // Atom characters are ASCII, so this cannot fail; a failure would be a bug here, not the client's.
         let atom = String::from_utf8_lossy(&self.buffer[..len]).into_owned();
         self.consume(len);
@@ -321,10 +332,16 @@ impl CommandDecoder {
         let mut value = Vec::new();
         let mut idx = 1;
         loop {
+            if self.over_line_limit(idx + 1) {
+                return Step::Refused(Refusal::LineTooLong { max: self.limits.max_line_len });
+            }
             let Some(&byte) = self.buffer.get(idx) else { return Step::NeedMore };
             match byte {
                 b'"' => break,
                 b'\\' => {
+                    if self.over_line_limit(idx + 2) {
+                        return Step::Refused(Refusal::LineTooLong { max: self.limits.max_line_len });
+                    }
                     let Some(&escaped) = self.buffer.get(idx + 1) else { return Step::NeedMore };
                     if escaped != b'"' && escaped != b'\\' {
                         return Step::Refused(Refusal::Syntax("a quoted string escapes only \" and \\"));
@@ -353,6 +370,9 @@ impl CommandDecoder {
         let mut idx = 1;
         let mut len: u64 = 0;
         loop {
+            if self.over_line_limit(idx + 1) {
+                return Step::Refused(Refusal::LineTooLong { max: self.limits.max_line_len });
+            }
             let Some(&byte) = self.buffer.get(idx) else { return Step::NeedMore };
             if !byte.is_ascii_digit() {
                 break;
@@ -366,10 +386,16 @@ impl CommandDecoder {
         if idx == 1 {
             return Step::Refused(Refusal::Syntax("literal without a length"));
         }
+        if self.over_line_limit(idx + 1) {
+            return Step::Refused(Refusal::LineTooLong { max: self.limits.max_line_len });
+        }
         if self.buffer.get(idx) == Some(&b'+') {
             idx += 1;
         }
         for expected in [b'}', b'\r', b'\n'] {
+            if self.over_line_limit(idx + 1) {
+                return Step::Refused(Refusal::LineTooLong { max: self.limits.max_line_len });
+            }
             match self.buffer.get(idx) {
                 None => return Step::NeedMore,
                 Some(&byte) if byte == expected => idx += 1,
