@@ -17,6 +17,7 @@ mod e2e {
     pub mod browser;
     pub mod couchdb;
     pub mod delivery;
+    pub mod faults;
     pub mod imap;
     pub mod live_changes;
     pub mod managesieve;

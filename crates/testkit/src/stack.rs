@@ -911,15 +911,79 @@ impl MailStack {
     }
 
     /// Starts couchmail again after [`stop_couchmail`](Self::stop_couchmail)
-    /// and waits until its API is healthy.
+    /// or [`kill_couchmail`](Self::kill_couchmail) and waits until its API
+    /// is healthy; with [`Daemons::Couchmail`], until the whole stack is
+    /// ready, as at the first start (`couchmail up` stops the daemons an
+    /// earlier run left and starts its own).
     pub fn start_couchmail(&self) -> Result<(), String> {
         if lock(&self.couchmail).is_some() {
             return Err("couchmail is already running".to_owned());
         }
         self.spawn_couchmail()?;
-        self.wait_for("couchmail after a restart", Instant::now() + START_TIMEOUT, || self.check_health())?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        match self.options.daemons {
+            Daemons::Couchmail => self.wait_ready(deadline)?,
+            Daemons::Harness | Daemons::None => {
+                self.wait_for("couchmail after a restart", deadline, || self.check_health())?;
+            }
+        }
         self.record_processes();
         Ok(())
+    }
+
+    /// The process id of `couchmail up` (`None` while it is not running).
+    pub fn couchmail_pid(&self) -> Option<u32> {
+        lock(&self.couchmail).as_ref().and_then(Guarded::pid)
+    }
+
+    /// Kills `couchmail up` with SIGKILL, as the OOM killer or a crash
+    /// would: it cannot stop anything, so the daemons it supervised keep
+    /// running, orphaned, until the next `couchmail up` finds them.
+    /// Returns its exit status (137); [`start_couchmail`](Self::start_couchmail)
+    /// starts it again.
+    pub fn kill_couchmail(&self) -> Result<i32, String> {
+        let Some(mut guarded) = lock(&self.couchmail).take() else {
+            return Err("couchmail is not running".to_owned());
+        };
+        let pid = guarded.pid().ok_or("couchmail has no process id")?;
+        process::signal_process(pid, rustix::process::Signal::KILL);
+        // The guard's own stop signal goes to couchmail's process group, which the daemons left at their start
+        // (each leads a group of its own): it reaps the dead couchmail and nothing else.
+        guarded.stop(STOP_TIMEOUT)
+    }
+
+    /// The process in `pid_file` (a daemon's own pid file under the
+    /// stack's directories) when it runs below this stack's couchmail:
+    /// a daemon `couchmail up` supervises, never a process of someone else
+    /// that happens to reuse a stale pid.
+    pub fn supervised_pid(&self, pid_file: &Path) -> Option<u32> {
+        let couchmail = self.couchmail_pid()?;
+        let pid = process::read_pid_file(pid_file)?;
+        process::is_descendant_of(pid, couchmail).then_some(pid)
+    }
+
+    /// Dovecot's master pid file.
+    pub fn dovecot_master_pid_file(&self) -> PathBuf {
+        self.runtime_dir.join("dovecot/base/master.pid")
+    }
+
+    /// spamd's pid file (spam on).
+    pub fn spamd_pid_file(&self) -> PathBuf {
+        self.runtime_dir.join("spamd/spamd.pid")
+    }
+
+    /// Waits until couchmail, SMTP and IMAPS all answer, at most `timeout`.
+    pub fn wait_until_ready(&self, timeout: Duration) -> Result<(), String> {
+        self.wait_ready(Instant::now() + timeout)
+    }
+
+    /// `postqueue -f`: Postfix retries every deferred message now, as it
+    /// would after its backoff, and forgets which destinations it deemed dead.
+    pub fn postqueue_flush(&self) -> Result<(), String> {
+        let mut command = Command::new("/usr/sbin/postqueue");
+        command.arg("-c").arg(self.postfix_config_dir()).arg("-f");
+        let output = run_with_timeout(command, "", Duration::from_secs(20))?;
+        if output.status.success() { Ok(()) } else { Err(format!("postqueue -f: {}", describe_output(&output))) }
     }
 
     /// Stops everything and proves nothing is left: couchmail must exit 0

@@ -252,6 +252,23 @@ pub fn signal_group(group: u32, signal: Signal) {
     }
 }
 
+/// Whether `ancestor` is `pid`'s parent, or its parent's parent, and so on.
+pub fn is_descendant_of(pid: u32, ancestor: u32) -> bool {
+    let mut current = pid;
+    // The chain ends at pid 1 (or 0 above it); the bound guards against a cycle of recycled pids.
+    for _ in 0..64 {
+        let Some(info) = process_info(current) else { return false };
+        if info.parent == ancestor {
+            return true;
+        }
+        if info.parent <= 1 {
+            return false;
+        }
+        current = info.parent;
+    }
+    false
+}
+
 /// Reads a pid file (Postfix pads it with spaces).
 pub fn read_pid_file(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
@@ -313,6 +330,20 @@ mod tests {
         }
         let _ = guarded.shell.wait();
         assert!(!doomed.exists(), "the guard removes the stack's directory");
+    }
+
+    #[test]
+    fn descendants_are_found_through_their_parents() {
+        let own = std::process::id();
+        let parent = process_info(own).unwrap().parent;
+        assert!(is_descendant_of(own, parent));
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        assert!(is_descendant_of(child.id(), own));
+        assert!(is_descendant_of(child.id(), parent), "a grandchild counts");
+        assert!(!is_descendant_of(own, child.id()));
+        assert!(!is_descendant_of(u32::MAX - 1, own), "a process that does not exist descends from nothing");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]
