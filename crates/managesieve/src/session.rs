@@ -165,7 +165,7 @@ impl<B: Backend> Session<B> {
             return self.bad(Response::no("A command starts with its name."));
         };
         let args = &words[1..];
-        let next = match (name.as_str(), self.user.clone()) {
+        match (name.as_str(), self.user.clone()) {
             ("CAPABILITY", _) => self.no_args(args, "CAPABILITY", |session| {
                 session.write_capabilities();
                 Response::ok("Capability completed.")
@@ -225,10 +225,11 @@ impl<B: Backend> Session<B> {
                 _ => self.usage("HAVESPACE <name> <size>"),
             },
             _ => self.bad(Response::no("Unknown command.")),
-        };
-        next
+        }
     }
 
+    /// Answers a command that was well formed, whatever its outcome (`OK`, or a `NO` such as `NONEXISTENT`); only
+    /// malformed or misplaced commands count towards [`crate::ServerConfig::max_bad_commands`].
     fn done(&mut self, response: Response) -> Next {
         self.n_bad_in_a_row = 0;
         self.reply(response);
@@ -253,7 +254,7 @@ impl<B: Backend> Session<B> {
             Ok(()) => self.done(Response::ok(done)),
             Err(error) => {
                 let response = self.backend_failure(error);
-                self.bad(response)
+                self.done(response)
             }
         }
     }
@@ -435,10 +436,10 @@ impl<B: Backend> Session<B> {
             return self.bad(Response::no("A Sieve script is UTF-8 text (RFC 5228 §2.2)."));
         };
         if let Some(refusal) = self.size_refusal(script.len()) {
-            return self.bad(refusal);
+            return self.done(refusal);
         }
         match self.count_refusal(user, &name).await {
-            Ok(Some(refusal)) => return self.bad(refusal),
+            Ok(Some(refusal)) => return self.done(refusal),
             Ok(None) => {}
             Err(error) => return self.answer(Err(error), ""),
         }
@@ -454,7 +455,7 @@ impl<B: Backend> Session<B> {
             return self.bad(Response::no("A Sieve script is UTF-8 text (RFC 5228 §2.2)."));
         };
         if let Some(refusal) = self.size_refusal(script.len()) {
-            return self.bad(refusal);
+            return self.done(refusal);
         }
         let result = self.shared.backend.check(user, script).await;
         self.answer(result, "Script is valid.")
@@ -500,10 +501,10 @@ impl<B: Backend> Session<B> {
         };
         let Some(size) = size else { return self.usage("HAVESPACE <name> <size>") };
         if let Some(refusal) = self.size_refusal(usize::try_from(size).unwrap_or(usize::MAX)) {
-            return self.bad(refusal);
+            return self.done(refusal);
         }
         match self.count_refusal(user, &name).await {
-            Ok(Some(refusal)) => self.bad(refusal),
+            Ok(Some(refusal)) => self.done(refusal),
             Ok(None) => self.done(Response::ok("Putscript would succeed.")),
             Err(error) => self.answer(Err(error), ""),
         }

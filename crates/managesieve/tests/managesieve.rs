@@ -1,6 +1,7 @@
 //! The server driven with raw bytes over TCP on 127.0.0.1, against an in-memory backend: every command, the
 //! response codes, STARTTLS, authentication failures and throttling, bad commands and oversized literals, timeouts
 //! and shutdown.
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly on an unexpected error")]
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -13,10 +14,13 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+/// Per user: scripts by name, and the active one.
+type UserScripts = HashMap<String, (BTreeMap<String, String>, Option<String>)>;
+
 /// Users: alice (password "secret"), bob (disabled), down (the index is not ready).
 #[derive(Default)]
 struct FakeBackend {
-    scripts: Mutex<HashMap<String, (BTreeMap<String, String>, Option<String>)>>,
+    scripts: Mutex<UserScripts>,
     n_auth_calls: Mutex<u32>,
 }
 
@@ -423,6 +427,11 @@ async fn too_many_bad_commands_in_a_row_end_the_session() {
     let config = ServerConfig { max_bad_commands: 3, ..test_config() };
     let server = Server::start(config, None).await;
     let mut client = server.connect().await;
+    client.login().await;
+    // A well-formed command that fails is no bad command.
+    for _ in 0..5 {
+        assert_eq!(client.status("GETSCRIPT \"none\"").await, "NO (NONEXISTENT) \"There is no script \\\"none\\\".\"");
+    }
     assert_eq!(client.status("X").await, "NO \"Unknown command.\"");
     assert_eq!(client.status("NOOP").await, "OK \"Done.\"");
     assert_eq!(client.status("X").await, "NO \"Unknown command.\"");
