@@ -344,6 +344,8 @@ impl<B: Backend> Session<B> {
                 match self.connection.read().await {
                     Ok(Some(Decoded::Command(command))) => match command.words.as_slice() {
                         [Word::String(response)] => response.clone(),
+                        // RFC 5804 has a string here; an unquoted base64 word is accepted all the same.
+                        [Word::Atom(response)] => response.clone().into_bytes(),
                         _ => return self.bad(Response::no("Expected a SASL response string.")),
                     },
                     Ok(Some(Decoded::Refused(refusal))) => return self.refused(&refusal),
