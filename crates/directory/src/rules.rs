@@ -114,6 +114,7 @@ pub(crate) async fn write(directory: &Directory, doc: &Document, rev: Option<&Re
                 }
             }
         },
+        Document::Invitation(invitation) => world.require_domain(&invitation.domain, "domain").await?,
     }
     Ok(directory.store.put(&doc.id(), rev, &doc.to_body()).await?)
 }
@@ -209,6 +210,7 @@ fn matches(doc: &Document, filter: &ListFilter) -> bool {
             ListingScope::Domain(d) => in_domain(d) && filter.owner.is_none(),
             ListingScope::Mailbox(a) => in_domain(a.domain()) && owned_by(a),
         },
+        Document::Invitation(i) => in_domain(&i.domain) && filter.owner.is_none(),
     }
 }
 
@@ -463,6 +465,11 @@ impl World<'_> {
                         plan.removals.push(entry);
                     }
                 }
+                for entry in self.scan(DocKind::Invitation).await? {
+                    if matches!(&entry.doc, Document::Invitation(i) if &i.domain == name) {
+                        plan.removals.push(entry);
+                    }
+                }
                 let mut gone_domains = vec![name.clone()];
                 let mut domain_aliases = Vec::new();
                 for entry in self.scan(DocKind::DomainAlias).await? {
@@ -520,7 +527,7 @@ impl World<'_> {
                     plan.edits.push(Entry { doc: Document::Mailbox(mailbox), rev: raw.rev });
                 }
             }
-            Document::DomainAlias(_) | Document::Token(_) | Document::Listing(_) => {}
+            Document::DomainAlias(_) | Document::Token(_) | Document::Listing(_) | Document::Invitation(_) => {}
         }
         Ok(plan)
     }

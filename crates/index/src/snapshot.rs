@@ -171,6 +171,8 @@ impl Snapshot {
             }
             Document::Token(token) => self.tokens.insert(token.clone()),
             Document::Listing(listing) => self.insert_listing(ListingEntry::from_document(listing)),
+            // Invitations are the web UI's business: no daemon asks for them.
+            Document::Invitation(_) => {}
         }
     }
 
@@ -228,7 +230,7 @@ impl Snapshot {
             Ok(DocKind::Sieve) => self.sieves.remove(key),
             Ok(DocKind::Token) => self.tokens.remove(key),
             Ok(DocKind::Listing) => self.remove_listing(key),
-            Err(_) => false,
+            Ok(DocKind::Invitation) | Err(_) => false,
         }
     }
 

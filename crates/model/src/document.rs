@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::{Address, AliasKey, DomainName, Listing, ListingKey, PasswordHash, PolicySettings, ValidationError};
+use crate::{
+    Address, AliasKey, DomainName, Invitation, Listing, ListingKey, PasswordHash, PolicySettings, ValidationError,
+};
 
 /// Smallest quota accepted: 1 MiB. Anything smaller is a typo for a bigger unit.
 pub const MIN_QUOTA_BYTES: u64 = 1 << 20;
@@ -50,11 +52,13 @@ pub enum DocKind {
     Token,
     /// `listing:<scope>:<action>:<kind>:<value>`: one entry of a blocklist or allowlist.
     Listing,
+    /// `invitation:<id>`: a one-time link to create a mailbox in a domain.
+    Invitation,
 }
 
 impl DocKind {
     /// Every kind, in the order the index applies them.
-    pub const ALL: [DocKind; 7] = [
+    pub const ALL: [DocKind; 8] = [
         DocKind::Domain,
         DocKind::DomainAlias,
         DocKind::Mailbox,
@@ -62,6 +66,7 @@ impl DocKind {
         DocKind::Sieve,
         DocKind::Token,
         DocKind::Listing,
+        DocKind::Invitation,
     ];
 
     /// The `type` field value, which is also the `_id` prefix before `:`.
@@ -74,6 +79,7 @@ impl DocKind {
             DocKind::Sieve => "sieve",
             DocKind::Token => "token",
             DocKind::Listing => "listing",
+            DocKind::Invitation => "invitation",
         }
     }
 
@@ -341,6 +347,8 @@ pub enum Document {
     Token(Token),
     /// A blocklist or allowlist entry.
     Listing(Listing),
+    /// An invitation to create a mailbox.
+    Invitation(Invitation),
 }
 
 impl Document {
@@ -410,6 +418,10 @@ impl Document {
                 let ListingBody { note, created } = parse_body(body)?;
                 Document::Listing(Listing { key, note, created })
             }
+            DocKind::Invitation => {
+                body.insert(KEY.to_owned(), key_field(key.to_owned()));
+                Document::Invitation(parse_body(body)?)
+            }
         };
         doc.validate()?;
         Ok(doc)
@@ -425,6 +437,7 @@ impl Document {
             Document::Sieve(_) => DocKind::Sieve,
             Document::Token(_) => DocKind::Token,
             Document::Listing(_) => DocKind::Listing,
+            Document::Invitation(_) => DocKind::Invitation,
         }
     }
 
@@ -438,6 +451,7 @@ impl Document {
             Document::Sieve(s) => DocKind::Sieve.id(format_args!("{}:{}", s.owner, s.name)),
             Document::Token(t) => DocKind::Token.id(&t.id),
             Document::Listing(l) => DocKind::Listing.id(&l.key),
+            Document::Invitation(i) => DocKind::Invitation.id(&i.id),
         }
     }
 
@@ -451,6 +465,7 @@ impl Document {
             Document::Sieve(s) => serde_json::to_value(s),
             Document::Token(t) => serde_json::to_value(t),
             Document::Listing(l) => serde_json::to_value(ListingBody { note: l.note.clone(), created: l.created }),
+            Document::Invitation(i) => serde_json::to_value(i),
         };
         // Serialising these plain structs into a Value cannot fail: every
         // field is a string, number, bool or list of those.
@@ -544,6 +559,7 @@ impl Document {
                 }
             }
             Document::Listing(l) => l.validate()?,
+            Document::Invitation(i) => i.validate()?,
         }
         Ok(())
     }
@@ -688,6 +704,17 @@ mod tests {
             json!({"type": "alias", "targets": ["alice@example.com", "bob@example.org"], "active": false}),
         );
         check_round_trip("sieve:alice@example.com:main", json!({"type": "sieve", "script": "keep;"}));
+        check_round_trip(
+            "invitation:0123456789abcdef",
+            json!({"type": "invitation", "domain": "example.com", "secret_sha256": "ab".repeat(32), "created": 100, "expires": 200}),
+        );
+        check_round_trip(
+            "invitation:0123456789abcdef",
+            json!({
+                "type": "invitation", "domain": "example.com", "secret_sha256": "ab".repeat(32), "created": 100,
+                "expires": 200, "created_by": "boss@example.com", "note": "for Carol", "used_by": "carol@example.com",
+            }),
+        );
         check_round_trip("sieve:alice@example.com:vacation: summer", json!({"type": "sieve", "script": ""}));
         check_round_trip(
             "token:0123456789abcdef",

@@ -13,6 +13,8 @@
 //! [`IpNetwork`] for client networks) and the per-domain and per-mailbox
 //! [`PolicySettings`] (greylisting opt-out, [`SpamScore`] thresholds, hourly
 //! sending limits).
+//! For the web UI (issue #7) it types [`Invitation`]s: one-time links to
+//! create a mailbox in a domain, stored with the SHA-256 of their secret.
 //!
 //! The crate does no I/O: rules that need other documents (a mailbox needs
 //! its domain, aliases must not loop) live in `couchmail-directory`.
@@ -51,6 +53,7 @@ mod address;
 pub mod couchdb;
 mod document;
 mod error;
+mod invitation;
 mod listing;
 mod password;
 mod policy;
@@ -62,6 +65,7 @@ pub use document::{
     MIN_QUOTA_BYTES, Mailbox, Role, SieveName, SieveScript, Token, TokenPrincipal,
 };
 pub use error::ValidationError;
+pub use invitation::{INVITATION_ID_LEN, INVITATION_SECRET_LEN, Invitation, MAX_INVITATION_NOTE_CHARS};
 pub use listing::{
     IpNetwork, Listing, ListingAction, ListingKey, ListingKind, ListingScope, ListingValue, MAX_LISTING_NOTE_CHARS,
 };

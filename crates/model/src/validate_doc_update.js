@@ -27,7 +27,7 @@ function (newDoc, oldDoc, userCtx, secObj) {
     return;
   }
 
-  var KINDS = ['domain', 'domain-alias', 'mailbox', 'alias', 'sieve', 'token', 'listing'];
+  var KINDS = ['domain', 'domain-alias', 'mailbox', 'alias', 'sieve', 'token', 'listing', 'invitation'];
   var MIN_QUOTA_BYTES = 1048576;
   var MAX_QUOTA_BYTES = 1125899906842624;
   var MAX_ALIAS_TARGETS = 300;
@@ -289,5 +289,30 @@ function (newDoc, oldDoc, userCtx, secObj) {
     if (present('created') && newDoc.created !== null && (!isInteger(newDoc.created) || newDoc.created < 0)) {
       refuse('created', 'must be a whole number of seconds since the Unix epoch');
     }
+  } else if (type === 'invitation') {
+    // A one-time link to create a mailbox (the web UI); only the secret's SHA-256 is stored.
+    if (!/^[A-Za-z0-9]{1,64}$/.test(key)) {
+      refuse('_id', 'an invitation id is 1 to 64 letters and digits');
+    }
+    checkDomain('domain', requireString('domain'));
+    if (!/^[0-9a-fA-F]{64}$/.test(requireString('secret_sha256'))) {
+      refuse('secret_sha256', 'must be 64 hex digits');
+    }
+    var times = ['created', 'expires'];
+    for (var t = 0; t < times.length; t++) {
+      if (!present(times[t])) {
+        refuse(times[t], 'is missing');
+      }
+      if (!isInteger(newDoc[times[t]]) || newDoc[times[t]] < 0) {
+        refuse(times[t], 'must be a whole number of seconds since the Unix epoch');
+      }
+    }
+    var people = ['created_by', 'used_by'];
+    for (var p = 0; p < people.length; p++) {
+      if (present(people[p]) && newDoc[people[p]] !== null) {
+        checkAddress(people[p], requireString(people[p]));
+      }
+    }
+    optionalString('note', true);
   }
 }

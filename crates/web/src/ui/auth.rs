@@ -39,6 +39,8 @@ pub(crate) struct LoginQuery {
     next: Option<String>,
     /// Set after a logout.
     bye: Option<String>,
+    /// The address of a mailbox just made from an invitation.
+    welcome: Option<String>,
 }
 
 /// The login form's fields.
@@ -98,8 +100,10 @@ pub(crate) async fn login_form(
         return Ok(Redirect::to(&safe_next(query.next.as_deref())).into_response());
     }
     let token: PreSessionToken = parts.extract_with_state(&state).await?;
-    let notice = query.bye.is_some().then_some("You are logged out.");
-    let page = login_page(StatusCode::OK, &token.token, "", query.next.as_deref(), None, notice);
+    let welcome = query.welcome.as_deref().map(|address| format!("Your mailbox {address} is ready: log in."));
+    let notice = welcome.as_deref().or(query.bye.is_some().then_some("You are logged out."));
+    let address = query.welcome.as_deref().unwrap_or_default();
+    let page = login_page(StatusCode::OK, &token.token, address, query.next.as_deref(), None, notice);
     Ok(token.attach(page))
 }
 

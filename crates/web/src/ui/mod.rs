@@ -59,6 +59,7 @@ pub(crate) mod csrf;
 pub(crate) mod dashboard;
 pub(crate) mod domains;
 pub(crate) mod forms;
+pub(crate) mod invitations;
 pub(crate) mod listings;
 pub(crate) mod mailboxes;
 pub(crate) mod me;
@@ -167,6 +168,7 @@ pub(crate) fn router(api: ApiState, config: UiConfig) -> Router {
         .merge(domains::routes())
         .merge(mailboxes::routes())
         .merge(aliases::routes())
+        .merge(invitations::routes())
         .merge(sieve::routes())
         .layer(middleware::from_fn_with_state(state.clone(), csrf::guard))
         .with_state(state)

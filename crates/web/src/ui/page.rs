@@ -27,6 +27,9 @@ const TEMPLATE_FILES: &[(&str, &str)] = &[
     ("mailbox.html", include_str!("../../templates/mailbox.html")),
     ("aliases.html", include_str!("../../templates/aliases.html")),
     ("alias.html", include_str!("../../templates/alias.html")),
+    ("invitations.html", include_str!("../../templates/invitations.html")),
+    ("invitation_made.html", include_str!("../../templates/invitation_made.html")),
+    ("invite.html", include_str!("../../templates/invite.html")),
 ];
 
 /// Every template, compiled once. A template that does not compile is logged and left out, and
