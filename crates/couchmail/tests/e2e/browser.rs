@@ -15,7 +15,7 @@ use couchmail_testkit::browser::{Browser, StaticSite, screenshot_dir};
 use couchmail_testkit::stack::MailStack;
 use serde_json::{Value, json};
 
-use super::support::{PASSWORD, shared, wait_for_rcpt};
+use super::support::{DELIVERY, PASSWORD, poll, shared, subject, wait_for_rcpt};
 
 /// How long a page may take to show what a test waits for.
 const PAGE: Duration = Duration::from_secs(10);
@@ -124,7 +124,7 @@ fn encode(value: &str) -> String {
 }
 
 #[test]
-fn an_admin_creates_a_domain_and_a_mailbox_through_the_pages_and_the_user_logs_in() {
+fn an_admin_creates_a_mailbox_and_its_user_files_mail_into_a_folder_with_the_visual_sieve_editor() {
     let Some((stack, browser)) = browser_for(shared()) else { return };
     eprintln!("screenshots go to {}", screenshot_dir().display());
     let admin = "root@browser-ops.test";
@@ -186,6 +186,54 @@ fn an_admin_creates_a_domain_and_a_mailbox_through_the_pages_and_the_user_logs_i
     let listing = fetch(&browser, &ui(stack, "/domains"), None);
     assert!(!listing.body.contains("domain-create-form"), "a user is offered to create domains: {listing:?}");
     assert!(!listing.body.contains("browser-ops.test"), "a user sees other domains: {listing:?}");
+
+    // The user builds a filter in the visual editor: Subject contains the needle → fileinto :create the folder.
+    let needle = format!("browser-needle-{}", std::process::id());
+    let folder = "Filed";
+    browser.open(&ui(stack, "/me/sieve")).unwrap();
+    browser.wait_for("#sieve-new-form", PAGE).unwrap();
+    browser.fill("sieve-new-name", "sorter").unwrap();
+    browser.click("#sieve-new-submit").unwrap();
+    browser.wait_for("#sieve-rules-form", PAGE).unwrap();
+    browser.fill("rule-0-name", "Needles to Filed").unwrap();
+    browser.set_checked("rule-0-enabled", true).unwrap();
+    browser.fill("rule-0-match", "all").unwrap();
+    browser.fill("rule-0-condition-0-kind", "header").unwrap();
+    browser.fill("rule-0-condition-0-headers", "Subject").unwrap();
+    browser.fill("rule-0-condition-0-match_type", "contains").unwrap();
+    browser.fill("rule-0-condition-0-value", &needle).unwrap();
+    browser.fill("rule-0-action-0-kind", "fileinto").unwrap();
+    browser.fill("rule-0-action-0-folder", folder).unwrap();
+    browser.set_checked("rule-0-action-0-create", true).unwrap();
+    browser.set_checked("sieve-activate", true).unwrap();
+    shoot(&browser, "05-sieve-editor");
+    browser.click("#sieve-save").unwrap();
+    browser.wait_for("#flash", PAGE).unwrap();
+    assert!(browser.exists("#flash.flash-ok").unwrap(), "saving the filter failed: {}", browser.body_text().unwrap());
+    browser.wait_for("tr[data-name=\"sorter\"][data-active=\"true\"]", PAGE).unwrap();
+    assert_eq!(browser.text("#sieve-active-name").unwrap(), "sorter");
+    shoot(&browser, "06-sieve-list");
+
+    // The editor opens the stored script again as the same rule, and shows the Sieve it wrote.
+    browser.open(&ui(stack, "/me/sieve/edit?name=sorter")).unwrap();
+    browser.wait_for("#sieve-rules-form", PAGE).unwrap();
+    assert_eq!(browser.value("rule-0-condition-0-value").unwrap(), needle);
+    assert_eq!(browser.value("rule-0-action-0-folder").unwrap(), folder);
+    // The script sits in a closed <details>: open it as a user would.
+    browser.click("details:has(#sieve-preview) > summary").unwrap();
+    let preview = browser.text("#sieve-preview").unwrap();
+    assert!(preview.contains(&format!("fileinto :create \"{folder}\"")), "{preview}");
+
+    // Mail with the needle in its subject lands in the folder (created by the filter); other mail in INBOX.
+    wait_for_active_sieve_containing(stack, user, &needle);
+    let filed = subject(&format!("about {needle} today"));
+    stack.deliver("sender@outside.example", user, &filed);
+    stack.expect_message(user, PASSWORD, folder, &filed, DELIVERY);
+    assert_eq!(stack.count_messages(user, PASSWORD, "INBOX", &filed), 0, "filed mail is in INBOX too");
+    let other = subject("nothing to file");
+    stack.deliver("sender@outside.example", user, &other);
+    stack.expect_message(user, PASSWORD, "INBOX", &other, DELIVERY);
+    assert_eq!(stack.count_messages(user, PASSWORD, folder, &other), 0, "unmatched mail was filed");
 }
 
 #[test]
@@ -229,7 +277,7 @@ fn a_domain_admin_cannot_see_or_change_another_domains_pages_or_data() {
         assert!(!answer.body.contains("Victim Name"), "GET {path} shows the other domain's data: {}", answer.body);
     }
     browser.open(&ui(stack, &format!("/domains/{other}"))).unwrap();
-    shoot(&browser, "06-domain-admin-refused");
+    shoot(&browser, "07-domain-admin-refused");
     assert!(!browser.exists("#domain-settings-form").unwrap(), "the other domain's settings are shown");
 
     // A write to the other domain with this session's own valid token is refused and changes nothing.
@@ -285,7 +333,7 @@ fn forged_cross_site_posts_are_refused_and_change_nothing() {
         assert!(browser.exists("#error-message").unwrap(), "{text}");
         assert_eq!(stack.api().get(&format!("/domains/{domain}")).status, 404, "{page} created {domain}");
     }
-    shoot(&browser, "07-forged-post-refused");
+    shoot(&browser, "08-forged-post-refused");
 
     // Another site (localhost): SameSite=Strict keeps the cookie home, and the origin check refuses.
     browser.open(&attacker.url_on_host("localhost", "/site.html")).unwrap();
@@ -319,4 +367,28 @@ fn wait_until_left(browser: &Browser, url: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
     browser.wait_for("body", PAGE).unwrap();
+}
+
+/// Waits (at most 5 s) until the Sieve dict hands out an active script of
+/// `user` that mentions `needle`, asking as Pigeonhole does at delivery
+/// (name → content id → script), and returns it.
+fn wait_for_active_sieve_containing(stack: &MailStack, user: &str, needle: &str) -> String {
+    use couchmail_dovecot_dict::{Client, Hello};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let hello =
+        Hello { major: 3, minor: 2, value_type: 0, obsolete_user: String::new(), dict_name: "sieve".to_owned() };
+    let served = poll(Duration::from_secs(5), || {
+        runtime.block_on(async {
+            let mut client = Client::connect(stack.dict_socket(), &hello).await.ok()?;
+            let id = client.lookup(user, "priv/sieve/name/active").await.ok()??;
+            let script = client.lookup(user, &format!("priv/sieve/data/{id}")).await.ok()??;
+            script.contains(needle).then_some(script)
+        })
+    });
+    match served {
+        Some((script, _)) => script,
+        None => {
+            panic!("the Sieve dict never served an active script of {user} with {needle:?}\n{}", stack.diagnostics())
+        }
+    }
 }
