@@ -222,7 +222,7 @@ pub(crate) fn client_ip(parts: &Parts) -> Option<IpAddr> {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .filter_map(|item| item.trim().parse::<IpAddr>().ok())
-        .last();
+        .next_back();
     Some(forwarded.unwrap_or(peer))
 }
 
