@@ -760,6 +760,9 @@ fn print_summary(summary: &Summary, bearer: Option<&str>, json: bool) -> anyhow:
         }
     }
     pairs.push(("API", summary.api_url.clone()));
+    // The web UI shares the API's listener (crates/web/src/ui).
+    let ui_url = summary.api_url.strip_suffix("/api/v1").unwrap_or(summary.api_url.as_str());
+    pairs.push(("web UI", format!("{ui_url}/ (log in with an admin mailbox; docs/web-ui.md)")));
     pairs.push(("auth endpoint", format!("{} (internal, for Dovecot)", summary.auth_endpoint)));
     let certificate = if summary.self_signed {
         format!(
