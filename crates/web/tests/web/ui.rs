@@ -6,6 +6,7 @@
 mod admin;
 mod security;
 mod selfservice;
+mod sieve;
 
 use std::collections::HashMap;
 use std::sync::Arc;
