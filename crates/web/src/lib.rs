@@ -1,11 +1,32 @@
-//! CouchMail's REST API: the documents of the directory over HTTP, with
-//! bearer tokens, roles, revisions as ETags and an OpenAPI document.
+//! CouchMail's REST API and management web UI: the documents of the
+//! directory over HTTP, with bearer tokens, roles, revisions as ETags and an
+//! OpenAPI document; and server-rendered pages for administrators and users
+//! beside it, on the same listener.
 //!
 //! [`router`] builds the axum [`Router`](axum::Router) over an [`ApiState`]
-//! (a [`Directory`] for reads and writes, the [`Index`] for health);
-//! [`serve`] runs it on a listener until a shutdown future completes.
-//! Every route is under `/api/v1`; `GET /api/v1/openapi.json` describes them
-//! all (utoipa), and [`ApiDoc`] is that document as a type.
+//! (a [`Directory`] for reads and writes, the [`Index`] for health and the
+//! pages' lists); [`serve`] runs it on a listener until a shutdown future
+//! completes ([`router_with`] and [`serve_with`] take a [`UiConfig`]).
+//! Every API route is under `/api/v1`; `GET /api/v1/openapi.json` describes
+//! them all (utoipa), and [`ApiDoc`] is that document as a type. Everything
+//! else is the web UI.
+//!
+//! # Web UI
+//!
+//! Pages (minijinja templates compiled in, no JavaScript needed): login and
+//! logout, a dashboard (counts and health), domains and their domain
+//! aliases, mailboxes (create, quota, disable, reset password, roles),
+//! aliases (several targets, catch-alls), invitations (one-time links to
+//! create a mailbox, with expiry, redeemed at the public `/invite/{id}`),
+//! block and allow lists with greylisting and spam settings, and every
+//! user's own page (password, aliases that reach it, spam threshold, own
+//! blocklist) and Sieve filters. Logins are mailboxes and their passwords;
+//! sessions are server-side (a 256-bit id in an `HttpOnly`, `SameSite=Strict`
+//! cookie, `Secure` under TLS; idle and absolute expiry; a password change
+//! ends the other sessions); every `POST` needs this site's origin and the
+//! session's form token; failed logins are throttled per client address and
+//! per account. The pages ask [`Principal::may`] as the API does.
+//! docs/web-ui.md has the pages, roles and security in full.
 //!
 //! # Requests served
 //!
@@ -23,6 +44,7 @@
 //! | `/listings`, `/listings/{key}` | blocklist and allowlist entries: `GET` list (`?domain=`, `?mailbox=`, `?scope=global`), `POST` create; `GET`, `PUT` (the note), `DELETE` |
 //! | `/conflicts` | `GET` (admin): documents whose replicas disagree, every live revision with its body (secrets left out) |
 //! | `/conflicts/{id}/resolve` | `POST {"keep": "<rev>"}` (admin): keeps that revision, deletes the others; answers the new revision |
+//! | anything outside `/api/v1` | the web UI; an unknown path is a JSON 404 for programs and an HTML page for browsers |
 //!
 //! Activating a Sieve script is a `PUT` of the mailbox with `sieve_active`
 //! set to its name: one document holds the choice, so there is one way to
