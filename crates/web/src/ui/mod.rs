@@ -65,6 +65,7 @@ pub(crate) mod mailboxes;
 pub(crate) mod me;
 pub(crate) mod page;
 pub(crate) mod paging;
+pub(crate) mod policy;
 pub(crate) mod session;
 pub(crate) mod sieve;
 pub(crate) mod throttle;
@@ -165,6 +166,7 @@ pub(crate) fn router(api: ApiState, config: UiConfig) -> Router {
         .route("/me/spam", post(me::set_spam))
         .route("/listings", get(listings::show).post(listings::add))
         .route("/listings/remove", post(listings::remove))
+        .route("/policy", get(policy::show))
         .merge(domains::routes())
         .merge(mailboxes::routes())
         .merge(aliases::routes())

@@ -21,6 +21,7 @@ const TEMPLATE_FILES: &[(&str, &str)] = &[
     ("dashboard.html", include_str!("../../templates/dashboard.html")),
     ("me.html", include_str!("../../templates/me.html")),
     ("listings.html", include_str!("../../templates/listings.html")),
+    ("policy.html", include_str!("../../templates/policy.html")),
     ("domains.html", include_str!("../../templates/domains.html")),
     ("domain.html", include_str!("../../templates/domain.html")),
     ("mailboxes.html", include_str!("../../templates/mailboxes.html")),

@@ -96,6 +96,10 @@ async fn a_domain_admin_sees_only_its_domains() {
         fixtures::mailbox("bob@b.example"),
         fixtures::alias("info@b.example", &["bob@b.example"]),
         fixtures::domain_alias("b-alias.example", "b.example"),
+        fixtures::with_policy(
+            fixtures::mailbox("greyless@b.example"),
+            couchmail_model::PolicySettings { greylisting: Some(false), ..Default::default() },
+        ),
     ])
     .await;
     ui.mailbox("boss@a.example", "boss-secret-1", &[Role::DomainAdmin(fixtures::domain_name("a.example"))]).await;
@@ -104,7 +108,9 @@ async fn a_domain_admin_sees_only_its_domains() {
     let mut boss = ui.browser();
     boss.login("boss@a.example", "boss-secret-1").await.expect_redirect("/");
 
-    for page in ["/", "/domains", "/mailboxes", "/aliases", "/listings", "/domains/a.example"] {
+    for page in
+        ["/", "/domains", "/mailboxes", "/aliases", "/listings", "/policy", "/invitations", "/domains/a.example"]
+    {
         let seen = boss.get(page).await;
         seen.expect(200);
         assert!(!seen.body.contains("b.example"), "{page} shows another domain's data: {}", seen.body);
@@ -118,6 +124,8 @@ async fn a_domain_admin_sees_only_its_domains() {
         "/aliases/info@b.example",
         "/listings?scope=domain%3Ab.example",
         "/listings?scope=global",
+        "/policy?domain=b.example",
+        "/invitations?domain=b.example",
     ] {
         boss.get(page).await.expect(403);
     }

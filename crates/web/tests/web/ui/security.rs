@@ -175,3 +175,24 @@ async fn forged_posts_are_refused() {
     let mut stranger = ui.browser();
     stranger.post_raw("/login", &[("address", "alice@a.example"), ("password", "alice-secret-1")]).await.expect(403);
 }
+
+#[tokio::test]
+async fn idle_sessions_end() {
+    let ui = Ui::start_with(couchmail_web::UiConfig {
+        idle_timeout: Duration::from_millis(300),
+        ..couchmail_web::UiConfig::default()
+    })
+    .await;
+    ui.seed([fixtures::domain("a.example")]).await;
+    ui.mailbox("alice@a.example", "alice-secret-1", &[]).await;
+    let mut browser = ui.browser();
+    browser.login("alice@a.example", "alice-secret-1").await.expect_redirect("/");
+    // Use keeps it alive…
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        browser.get("/me").await.expect(200);
+    }
+    // …idleness ends it.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    browser.get("/me").await.expect_redirect("/login?next=%2Fme");
+}
