@@ -223,12 +223,16 @@ impl Browser {
         let port = free_port().map_err(|err| BrowserError::new(format!("cannot find a free port: {err}")))?;
         let port_arg = OsString::from(format!("--port={port}"));
         let args = [port_arg.as_os_str(), OsStr::new("--allowed-ips=127.0.0.1")];
+        // Chromium's crash handler keeps its database under XDG_CONFIG_HOME whatever the user-data-dir says:
+        // point it (and the cache) into the browser's directory, so that a test leaves nothing in $HOME.
+        let config_home = self.directory.path().join("config").to_string_lossy().into_owned();
+        let cache_home = self.directory.path().join("cache").to_string_lossy().into_owned();
         let driver = Guarded::spawn(GuardSpec {
             name: "chromedriver",
             program: chromedriver,
             args: &args,
             log: &self.driver_log,
-            envs: &[],
+            envs: &[("XDG_CONFIG_HOME", &config_home), ("XDG_CACHE_HOME", &cache_home)],
             cleanup: Some(self.directory.path()),
             leftover_pid_file: None,
         })
