@@ -764,6 +764,9 @@ fn print_summary(summary: &Summary, bearer: Option<&str>, json: bool) -> anyhow:
     let ui_url = summary.api_url.strip_suffix("/api/v1").unwrap_or(summary.api_url.as_str());
     pairs.push(("web UI", format!("{ui_url}/ (log in with an admin mailbox; docs/web-ui.md)")));
     pairs.push(("auth endpoint", format!("{} (internal, for Dovecot)", summary.auth_endpoint)));
+    if let Some(address) = &summary.managesieve {
+        pairs.push(("ManageSieve", format!("{address} (STARTTLS, then AUTHENTICATE PLAIN)")));
+    }
     let certificate = if summary.self_signed {
         format!(
             "{} (self-signed: mail clients will warn; set tls.cert and tls.key for a real one)",
