@@ -88,14 +88,18 @@ impl Report {
         let _ = writeln!(out, "```sh");
         let _ = writeln!(out, "cargo xtask bench           # everything (as root), rewrites docs/benchmarks.md");
         let _ = writeln!(out, "cargo xtask bench --quick   # small sizes, a smoke test; prints the report instead");
+        let _ = writeln!(
+            out,
+            "cargo xtask bench --only-delivery   # issue #6's delivery and memory sections alone, spliced into this file"
+        );
         let _ = writeln!(out, "```\n");
         let _ = writeln!(
             out,
-            "The task builds `couchmail-bench` (crates/bench) and the index crate's `index_bench` example in release mode, then runs `couchmail-bench all`, which starts every program below itself; the full list of commands is at the end."
+            "The task builds `couchmail-bench` (crates/bench), the index crate's `index_bench` example and `couchmail` in release mode, then runs `couchmail-bench all`, which starts every program below itself; the full list of commands is at the end."
         );
         let _ = writeln!(
             out,
-            "Stores, maps and daemons live in scratch directories under /dev/shm (memory), so that the disk is not what is measured; PostgreSQL, Dovecot and pouchdb-server are private instances on unix sockets or loopback ports, stopped at the end."
+            "Stores, maps and daemons live in scratch directories under /dev/shm (memory), so that the disk is not what is measured, except the end-to-end delivery stacks, which write their Maildirs to disk under /var/tmp as a mail server does; PostgreSQL, Dovecot and pouchdb-server are private instances on unix sockets or loopback ports, stopped at the end."
         );
     }
 

@@ -36,7 +36,7 @@ pub fn sections(results: &DeliveryResults, quick: bool, spliced_on: Option<&str>
     );
     let _ = writeln!(
         out,
-        "- **(a) {}**: `couchmail up` as shipped, SpamAssassin on: spamass-milter scans each message at SMTP time (spamd, one site-wide user) and Dovecot's `sieve_before` filter scans it again per recipient at delivery; greylisting on, with the source address allowlisted (the harness trusts its loopback clients, so the policy service answers `dunno` at RCPT after looking).",
+        "- **(a) {}**: `couchmail up` as shipped, SpamAssassin on: spamass-milter scans each message at SMTP time (spamd, one site-wide user) and Dovecot's `sieve_before` filter scans it again per recipient at delivery; greylisting on, with the source address allowlisted (127.0.0.0/8 is in `policy.trusted_networks` by default, so the policy service, still asked at RCPT for every recipient, lets the source through without greylisting or rate limits).",
         Setup::FullStack.label()
     );
     let _ = writeln!(
