@@ -1,7 +1,8 @@
 //! The fault-injection suite of issue #6: nothing is lost when parts fail.
 //!
 //! One stack as the product runs it — `couchmail up` supervising Postfix, Dovecot, spamd and
-//! spamass-milter (spam scanning on, with the SMTP-time milter), on a CouchDB-compatible store
+//! spamass-milter ([`Daemons::Couchmail`](couchmail_testkit::stack::Daemons::Couchmail), not the
+//! harness's own daemons; spam scanning on, with the SMTP-time milter), on a CouchDB-compatible store
 //! (pouchdb-server) — receives 1 000 small messages, each with its own Message-ID, for four
 //! mailboxes in two domains. A client thread sends them over port 25 as a real MTA would: one
 //! session for many messages; on a 4xx reply or a broken connection it waits briefly and
