@@ -1,13 +1,15 @@
 //! The web UI in a real headless Chromium (issue #7, "Prove it"): an admin
 //! creates a domain and a mailbox through the pages, the mailbox's owner
 //! builds a filter in the visual Sieve editor and a message sent over SMTP
-//! lands in the chosen folder (real Postfix and Dovecot); a domain-admin
-//! cannot see another domain's pages or data; forged cross-site posts are
-//! refused. Screenshots of the main pages go to
-//! [`screenshot_dir`](couchmail_testkit::browser::screenshot_dir).
+//! lands in the chosen folder (real Postfix and Dovecot); a hand-written
+//! script opens in the raw editor unchanged and `sievec`'s errors show by
+//! line; a domain-admin cannot see or change another domain's pages or
+//! data; forged cross-site posts are refused. Screenshots of the main pages
+//! go to [`screenshot_dir`](couchmail_testkit::browser::screenshot_dir).
 //!
 //! The pages are driven through the stable element ids documented in
-//! `crates/web/src/ui/mod.rs` and the Sieve editor's module.
+//! `crates/web/src/ui/mod.rs` and `crates/web/src/ui/sieve.rs`. Each test
+//! has a browser of its own and domains of its own on the shared stack.
 
 use std::time::Duration;
 
@@ -234,6 +236,43 @@ fn an_admin_creates_a_mailbox_and_its_user_files_mail_into_a_folder_with_the_vis
     stack.deliver("sender@outside.example", user, &other);
     stack.expect_message(user, PASSWORD, "INBOX", &other, DELIVERY);
     assert_eq!(stack.count_messages(user, PASSWORD, folder, &other), 0, "unmatched mail was filed");
+}
+
+#[test]
+fn a_hand_written_script_opens_in_the_raw_editor_unchanged_and_sievec_errors_show_by_line() {
+    let Some((stack, browser)) = browser_for(shared()) else { return };
+    let user = "dave@browser-raw.test";
+    mailbox_with_roles(stack, "browser-raw.test", (user, "Dave Raw"), &[]);
+    // No marker line and a comment of its own: the visual editor cannot represent it.
+    let hand_written = "require [\"fileinto\"];\n# sorted by hand\nif address :is \"from\" \"boss@work.example\" {\n  fileinto \"Boss\";\n}\n";
+    let created =
+        stack.api().post(&format!("/mailboxes/{user}/sieve"), &json!({ "name": "hand", "script": hand_written }));
+    assert_eq!(created.status, 201, "{created:?}");
+
+    log_in(&browser, stack, user, PASSWORD);
+    browser.open(&ui(stack, "/me/sieve")).unwrap();
+    browser.wait_for("tr[data-name=\"hand\"]", PAGE).unwrap();
+    browser.click("tr[data-name=\"hand\"] a.sieve-edit").unwrap();
+    browser.wait_for("#sieve-raw-form", PAGE).unwrap();
+    assert!(browser.exists("#sieve-not-representable").unwrap(), "no note on why the rule editor cannot open it");
+    assert!(!browser.exists("#sieve-rules-form").unwrap(), "a hand-written script opened in the rule editor");
+    assert_eq!(browser.value("sieve-script").unwrap(), hand_written, "the raw editor changed the script");
+    shoot(&browser, "09-sieve-raw-editor");
+
+    // A mistake on line 3 is refused by sievec, shown by line, and nothing is stored.
+    let broken = "require \"fileinto\";\nif header :contains \"subject\" \"x\" {\n  fileinot \"Oops\";\n}\n";
+    browser.fill("sieve-script", broken).unwrap();
+    browser.click("#sieve-raw-save").unwrap();
+    browser.wait_for("#sieve-errors", PAGE).unwrap();
+    assert_eq!(page_status(&browser), 422, "{}", browser.body_text().unwrap());
+    let errors = browser.texts("#sieve-errors li[data-line=\"3\"]").unwrap();
+    assert!(!errors.is_empty(), "no error on line 3: {:?}", browser.texts("#sieve-errors li").unwrap());
+    assert!(errors.iter().any(|error| error.contains("fileinot")), "{errors:?}");
+    assert!(browser.exists("#sieve-line-3.error-line").unwrap(), "line 3 is not marked");
+    assert!(!browser.exists("#sieve-line-1.error-line").unwrap(), "line 1 is marked though it is fine");
+    shoot(&browser, "10-sieve-raw-errors");
+    let stored = stack.api().get(&format!("/mailboxes/{user}/sieve/hand"));
+    assert_eq!(stored.body["script"], json!(hand_written), "a refused script replaced the stored one: {stored:?}");
 }
 
 #[test]
