@@ -270,7 +270,8 @@ impl FromRequestParts<UiState> for SessionUser {
     type Rejection = UiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &UiState) -> Result<Self, UiError> {
-        let login = || UiError::LoginRequired { next: parts.uri.path().to_owned() };
+        let next = parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_owned(), ToString::to_string);
+        let login = || UiError::LoginRequired { next: next.clone() };
         let Some(found) = find_session(parts, state) else { return Err(login()) };
         let principal = match load_principal(state, &found.mailbox).await? {
             Some(principal) => principal,

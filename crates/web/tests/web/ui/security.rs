@@ -21,6 +21,7 @@ async fn pages_need_a_login() {
     let mut browser = ui.browser();
     browser.get("/").await.expect_redirect("/login");
     browser.get("/domains").await.expect_redirect("/login?next=%2Fdomains");
+    browser.get("/mailboxes?domain=a.example").await.expect_redirect("/login?next=%2Fmailboxes%3Fdomain%3Da.example");
     let login = browser.get("/login").await;
     login.expect(200);
     for id in ["login-form", "login-address", "login-password", "login-submit"] {
@@ -32,6 +33,26 @@ async fn pages_need_a_login() {
     let css = browser.get("/static/couchmail.css").await;
     css.expect(200);
     assert!(css.headers["content-type"].to_str().unwrap().starts_with("text/css"));
+    // After the login, back to the page asked for (never to another site).
+    let mut admin = ui.browser();
+    let page = admin.get("/login?next=%2Fmailboxes%3Fdomain%3Da.example").await;
+    let csrf = page.csrf().unwrap();
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("address", "root@a.example"),
+        ("password", "root-secret-1"),
+        ("next", "/mailboxes?domain=a.example"),
+    ];
+    admin.post_raw("/login", &fields).await.expect_redirect("/mailboxes?domain=a.example");
+    let mut other = ui.browser();
+    let csrf = other.get("/login").await.csrf().unwrap();
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("address", "root@a.example"),
+        ("password", "root-secret-1"),
+        ("next", "//evil.example/"),
+    ];
+    other.post_raw("/login", &fields).await.expect_redirect("/");
     // The API is unchanged beside the pages.
     let health = reqwest::get(format!("{}/api/v1/health", ui.base)).await.unwrap();
     assert_eq!(health.status(), 200);
