@@ -2095,6 +2095,36 @@ mod tests {
     }
 
     #[test]
+    fn managesieve_is_on_at_4190_unless_configured() {
+        let managesieve = load(Sources::default()).managesieve.unwrap();
+        assert_eq!((managesieve.port, managesieve.port_configured), (4190, false));
+        assert_eq!((managesieve.max_scripts, managesieve.max_script_bytes), (32, 262_144));
+        assert_eq!(load(Sources { dev: true, ..Sources::default() }).managesieve.unwrap().port, 14190);
+        let configured = load(Sources {
+            file: file("[managesieve]\nport = 24190\nmax_scripts = 5\nmax_script_bytes = 1000"),
+            env: env(&[("COUCHMAIL_MANAGESIEVE_MAX_CONNECTIONS", "7")]),
+            ..Sources::default()
+        })
+        .managesieve
+        .unwrap();
+        assert_eq!(
+            (configured.port, configured.port_configured, configured.max_scripts, configured.max_script_bytes),
+            (24190, true, 5, 1000)
+        );
+        assert_eq!(configured.max_connections, 7);
+        assert_eq!(
+            load(Sources { file: file("[managesieve]\nenabled = false"), ..Sources::default() }).managesieve,
+            None
+        );
+        for text in
+            ["[managesieve]\nport = 587", "[managesieve]\nmax_script_bytes = 262145", "[managesieve]\nmax_scripts = 0"]
+        {
+            let err = Config::load(Sources { file: file(text), ..Sources::default() }).unwrap_err();
+            assert!(format!("{err:#}").contains("managesieve."), "{text}: {err:#}");
+        }
+    }
+
+    #[test]
     fn postscreen_keys_from_the_file_and_the_environment() {
         let config = load(Sources {
             file: file(
