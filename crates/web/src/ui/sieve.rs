@@ -204,9 +204,14 @@ impl VisualPage {
     fn draw(self, user: &SessionUser) -> Response {
         let preview = self.draft.to_rules().ok().and_then(|rules| to_sieve(&rules).ok());
         let (status, user) = match &self.error {
-            Some((_, message)) => {
+            Some((id, message)) => {
                 let mut shown = user.clone();
-                shown.flash = Some(Flash::error(message.clone()));
+                let text = if id.starts_with("rule-") {
+                    format!("{}: {message}", form::field_label(id))
+                } else {
+                    message.clone()
+                };
+                shown.flash = Some(Flash::error(text));
                 (StatusCode::UNPROCESSABLE_ENTITY, shown)
             }
             None => (StatusCode::OK, user.clone()),
@@ -394,7 +399,8 @@ async fn save_raw(
             } else {
                 describe(&err)
             }));
-            let not_representable = from_sieve(&script).err().map(|why| why.to_string());
+            // A stored script keeps saying why the rule editor cannot show it; a new one needs no such note.
+            let not_representable = rev.as_ref().and_then(|_| from_sieve(&script).err()).map(|why| why.to_string());
             Ok(RawPage { name, rev, activate, not_representable, script, errors }
                 .draw(&shown, StatusCode::UNPROCESSABLE_ENTITY))
         }

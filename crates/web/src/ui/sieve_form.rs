@@ -557,6 +557,23 @@ pub(crate) fn field_id(path: &str) -> String {
     id
 }
 
+/// A field's element id for people: `rule-0-action-1-folder` → `rule 1, action 2, folder`.
+pub(crate) fn field_label(id: &str) -> String {
+    let mut words: Vec<String> = Vec::new();
+    let mut parts = id.split('-').peekable();
+    while let Some(part) = parts.next() {
+        let numbered = matches!(part, "rule" | "condition" | "action");
+        match parts.peek().and_then(|next| next.parse::<usize>().ok()) {
+            Some(idx) if numbered => {
+                parts.next();
+                words.push(format!("{part} {}", idx + 1));
+            }
+            _ => words.push(part.replace('_', " ")),
+        }
+    }
+    words.join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -753,5 +770,8 @@ mod tests {
         assert_eq!(field_id("rules[0].conditions[0].headers[0]"), "rule-0-condition-0-headers");
         assert_eq!(field_id("rules[3].name"), "rule-3-name");
         assert_eq!(field_id("rules[3].actions"), "rule-3-actions");
+        assert_eq!(field_label("rule-0-action-1-folder"), "rule 1, action 2, folder");
+        assert_eq!(field_label("rule-2-condition-0-match_type"), "rule 3, condition 1, match type");
+        assert_eq!(field_label("rule-0-actions"), "rule 1, actions");
     }
 }

@@ -225,6 +225,7 @@ async fn editing_buttons_redraw_without_saving_and_mistakes_name_the_field() {
     assert!(page.body.contains("data-field=\"rule-0-action-0-folder\""), "{}", page.body);
     assert!(page.body.contains("id=\"rule-0-action-0-folder\" name=\"rule-0-action-0-folder\" type=\"text\" value=\"a&#x2f;&#x2f;b\" placeholder=\"Lists/news\" aria-invalid=\"true\""), "{}", page.body);
     assert!(page.body.contains("flash-error"));
+    assert!(page.body.contains("rule 1, action 1, folder: the folder name has an empty level"), "{}", page.body);
     assert_eq!(stored_script(&ui, "alice@a.example", "filters").await, None);
 
     let mut fields = subject_rule_fields("save");
