@@ -389,7 +389,7 @@ impl Parser {
     /// A rule's test and block, after its `if`.
     fn rule(&mut self, name: String) -> Result<Rule, NotRepresentable> {
         let line = self.peek_significant().map_or(self.last_line(), |token| token.line);
-        let test = self.test()?;
+        let test = self.test(0)?;
         let (enabled, group) = match test {
             Test::AllOf(mut tests) if tests.len() == 2 && matches!(tests.first(), Some(Test::False)) => {
                 let group = tests.remove(1);
@@ -428,7 +428,9 @@ impl Parser {
         Ok(Rule { name, enabled, matching, conditions, actions })
     }
 
-    fn test(&mut self) -> Result<Test, NotRepresentable> {
+    /// A test at nesting `depth`; the editor's deepest is `allof (false, anyof (…))`, so anything much deeper is
+    /// refused before it can exhaust the stack.
+    fn test(&mut self, depth: usize) -> Result<Test, NotRepresentable> {
         let Some(token) = self.next_significant() else {
             return refuse("the script ends where a test was expected", self.last_line());
         };
@@ -436,8 +438,11 @@ impl Parser {
             return refuse("expected a test", token.line);
         };
         match word.as_str() {
-            "allof" => Ok(Test::AllOf(self.test_list()?)),
-            "anyof" => Ok(Test::AnyOf(self.test_list()?)),
+            "allof" | "anyof" if depth >= MAX_TEST_DEPTH => {
+                refuse("tests nested deeper than the editor writes them", token.line)
+            }
+            "allof" => Ok(Test::AllOf(self.test_list(depth + 1)?)),
+            "anyof" => Ok(Test::AnyOf(self.test_list(depth + 1)?)),
             "true" => Ok(Test::True),
             "false" => Ok(Test::False),
             "not" => {
@@ -450,12 +455,12 @@ impl Parser {
         }
     }
 
-    fn test_list(&mut self) -> Result<Vec<Test>, NotRepresentable> {
+    fn test_list(&mut self, depth: usize) -> Result<Vec<Test>, NotRepresentable> {
         self.expect(&Kind::LeftParen, "`(`")?;
-        let mut tests = vec![self.test()?];
+        let mut tests = vec![self.test(depth)?];
         loop {
             match self.next_significant() {
-                Some(Token { kind: Kind::Comma, .. }) => tests.push(self.test()?),
+                Some(Token { kind: Kind::Comma, .. }) => tests.push(self.test(depth)?),
                 Some(Token { kind: Kind::RightParen, .. }) => return Ok(tests),
                 Some(token) => return refuse("expected `,` or `)` in a test list", token.line),
                 None => return refuse("a test list is not closed", self.last_line()),
@@ -662,6 +667,9 @@ impl Parser {
     }
 }
 
+/// How deep `allof`/`anyof` may nest; the editor writes at most two levels.
+const MAX_TEST_DEPTH: usize = 4;
+
 /// Pigeonhole's `:days` when the script gives none (RFC 5230 §4.1 recommends 7).
 const DEFAULT_VACATION_DAYS: u32 = 7;
 
@@ -845,6 +853,18 @@ mod tests {
         assert!(err.reason.contains("without requiring"), "{err}");
         let err = refused("# couchmail-rules v1\nrequire \"fileinto\";\n# rule \"a\"\nif true { fileinto \"\"; }\n");
         assert!(err.reason.contains("folder"), "{err}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_recursing_through_it() {
+        let depth = 100_000;
+        let script = format!(
+            "# couchmail-rules v1\n# rule \"a\"\nif {}true{} {{ keep; }}\n",
+            "allof (".repeat(depth),
+            ")".repeat(depth)
+        );
+        let err = refused(&script);
+        assert!(err.reason.contains("nested deeper"), "{err}");
     }
 
     #[test]
