@@ -130,6 +130,18 @@ impl Client {
     }
 }
 
+/// The answer to `AUTHENTICATE` on a new connection after STARTTLS.
+fn login_over_tls(stack: &MailStack, port: u16, user: &str, password: &str) -> String {
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let mut client = Client { stream: LineStream::plain(tcp) };
+    client.response();
+    assert_eq!(client.status("STARTTLS"), "OK \"Begin TLS negotiation now.\"");
+    client.stream.start_tls(&stack.tls()).unwrap();
+    client.response();
+    client.status(&format!("AUTHENTICATE \"PLAIN\" \"{}\"", plain(user, password)))
+}
+
 fn plain(user: &str, password: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"))
 }
@@ -196,6 +208,14 @@ fn refusals_on_the_wire_get_no_and_the_session_goes_on() {
     stack.expect_message(user, PASSWORD, "Tickets", &filed, DELIVERY);
 
     assert_eq!(client.status("LOGOUT"), "OK \"Logout completed.\"");
+
+    // An inactive mailbox cannot log in, with the right password too.
+    stack.cli_ok(&["mailbox", "update", user, "--inactive"]);
+    let refused = support::poll(std::time::Duration::from_secs(5), || {
+        let status = login_over_tls(&stack, port, user, PASSWORD);
+        (status == "NO \"Authentication failed.\"").then_some(())
+    });
+    assert!(refused.is_some(), "an inactive mailbox still logs in\n{}", stack.diagnostics());
     eprintln!("managesieve e2e (wire): {:?} after the stack started", started.elapsed());
     stack.stop().unwrap();
 }
