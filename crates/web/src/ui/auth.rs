@@ -142,7 +142,7 @@ pub(crate) async fn login(
     if let Some(ip) = client_ip(&parts) {
         keys.push(format!("ip:{ip}"));
     }
-    if let Some(wait) = state.throttle.wait(&keys) {
+    if let Err(wait) = state.throttle.begin(&keys) {
         let seconds = wait.as_secs() + 1;
         let message = format!(
             "Too many failed logins for this account or from this network. Wait {seconds} seconds, then try again."
@@ -166,12 +166,12 @@ pub(crate) async fn login(
         _ => None,
     };
     let (Some(address), Some(_)) = (address, principal) else {
-        state.throttle.fail(&keys);
+        // `begin` counted this attempt as a failure already.
         tracing::info!("login failed");
         let message = "Wrong address or password, or the mailbox may not log in.";
         return Ok(login_page(StatusCode::UNAUTHORIZED, &csrf, &typed, form.next.as_deref(), Some(message), None));
     };
-    state.throttle.clear(&keys[0]);
+    state.throttle.succeeded(&keys[0], &keys[1..]);
     // A fresh id at every login: a session id planted before login is never promoted.
     if let Some(old) = find_session(&parts, &state) {
         state.sessions.remove(&old.key);

@@ -5,9 +5,11 @@
 //! While a key is waiting, attempts are refused before the password is even
 //! checked, so guessing costs the attacker time and the server nothing.
 //! Unknown accounts are counted like known ones, so the answer says nothing
-//! about which addresses exist. A successful login clears its account's
-//! count (not its address's: one valid login must not buy a guesser on the
-//! same address fresh attempts at other accounts). Counts are forgotten once
+//! about which addresses exist. Every attempt counts as a failure when it
+//! starts, so that attempts sent in parallel cannot all pass before the first
+//! one fails; a successful login takes its own attempt back and clears its
+//! account's count (not its address's earlier failures: one valid login must
+//! not buy a guesser on the same address fresh attempts at other accounts). Counts are forgotten once
 //! the longest delay has passed twice over without failures.
 
 use std::collections::HashMap;
@@ -61,10 +63,48 @@ impl Throttle {
             .max()
     }
 
+    /// Starts an attempt on `keys`: refused with the wait left while any of them waits, otherwise
+    /// counted as a failure at once — so that attempts sent in parallel cannot all slip in before
+    /// the first failure is counted — until [`Throttle::succeeded`] takes it back.
+    pub(crate) fn begin(&self, keys: &[String]) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut failures = self.lock();
+        let wait = keys
+            .iter()
+            .filter_map(|key| failures.get(key))
+            .filter_map(|entry| (entry.last + self.delay(entry.count)).checked_duration_since(now))
+            .filter(|wait| !wait.is_zero())
+            .max();
+        if let Some(wait) = wait {
+            return Err(wait);
+        }
+        self.count(&mut failures, keys, now);
+        Ok(())
+    }
+
+    /// Takes back the failure [`Throttle::begin`] counted for an attempt that succeeded: the account's
+    /// count is cleared, each other key's lowered by one.
+    pub(crate) fn succeeded(&self, account: &str, others: &[String]) {
+        let mut failures = self.lock();
+        failures.remove(account);
+        for key in others {
+            if let Some(entry) = failures.get_mut(key) {
+                entry.count = entry.count.saturating_sub(1);
+                if entry.count == 0 {
+                    failures.remove(key);
+                }
+            }
+        }
+    }
+
     /// Counts a failure against each of `keys`.
     pub(crate) fn fail(&self, keys: &[String]) {
         let now = Instant::now();
         let mut failures = self.lock();
+        self.count(&mut failures, keys, now);
+    }
+
+    fn count(&self, failures: &mut HashMap<String, Failures>, keys: &[String], now: Instant) {
         if failures.len() >= MAX_KEYS {
             let forget = self.max.saturating_mul(2);
             failures.retain(|_, entry| now.duration_since(entry.last) < forget);
@@ -82,11 +122,6 @@ impl Throttle {
             entry.count = entry.count.saturating_add(1);
             entry.last = now;
         }
-    }
-
-    /// Clears the count of `key` after a successful login.
-    pub(crate) fn clear(&self, key: &str) {
-        self.lock().remove(key);
     }
 }
 
@@ -117,9 +152,27 @@ mod tests {
         assert_eq!(throttle.wait(&["ip:192.0.2.2".to_owned(), "account:c@b.example".to_owned()]), None);
         // The same account from elsewhere is.
         assert!(throttle.wait(&["ip:192.0.2.2".to_owned(), keys[1].clone()]).is_some());
-        throttle.clear(&keys[1]);
+        throttle.succeeded(&keys[1], &[]);
         assert!(throttle.wait(&["ip:192.0.2.2".to_owned(), keys[1].clone()]).is_none());
         assert!(throttle.wait(&keys).is_some(), "the address's count stays after a success");
+    }
+
+    #[test]
+    fn parallel_attempts_are_counted_before_they_are_checked() {
+        let throttle = Throttle::new(2, Duration::from_secs(60), Duration::from_secs(600));
+        let keys = ["ip:192.0.2.1".to_owned(), "account:a@b.example".to_owned()];
+        // Two attempts in flight at once: the third is held even though none has failed yet.
+        assert!(throttle.begin(&keys).is_ok());
+        assert!(throttle.begin(&keys).is_ok());
+        assert!(throttle.begin(&keys).is_err());
+        // A success gives its attempt back.
+        throttle.succeeded(&keys[1], &keys[..1]);
+        assert!(throttle.begin(&keys).is_ok());
+        let other = ["ip:192.0.2.9".to_owned(), "account:c@b.example".to_owned()];
+        assert!(throttle.begin(&other).is_ok());
+        throttle.succeeded(&other[1], &other[..1]);
+        assert_eq!(throttle.wait(&other), None);
+        assert!(throttle.lock().get(&other[0]).is_none(), "a success leaves no count behind");
     }
 
     #[test]

@@ -217,3 +217,35 @@ async fn idle_sessions_end() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     browser.get("/me").await.expect_redirect("/login?next=%2Fme");
 }
+
+#[tokio::test]
+async fn parallel_guesses_are_throttled_too() {
+    let ui = ui_with_alice().await;
+    let mut browser = ui.browser();
+    let csrf = browser.get("/login").await.csrf().unwrap();
+    let mut guesses = tokio::task::JoinSet::new();
+    for n in 0..10 {
+        let (url, origin, csrf) = (format!("{}/login", ui.base), ui.base.clone(), csrf.clone());
+        guesses.spawn(async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("cookie", format!("couchmail_csrf={csrf}"))
+                .header("origin", origin)
+                .header("x-forwarded-for", format!("192.0.2.{n}"))
+                .body(format!("csrf={csrf}&address=alice%40a.example&password=guess-{n}-password"))
+                .send()
+                .await
+                .unwrap();
+            response.status().as_u16()
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = guesses.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    statuses.sort_unstable();
+    // throttle_after = 2: two guesses are checked, the other eight wait, however they race.
+    assert_eq!(statuses.iter().filter(|status| **status == 401).count(), 2, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|status| **status == 429).count(), 8, "{statuses:?}");
+}
