@@ -7,6 +7,7 @@
 //! descendant that moved to a session of its own (Postfix's `master` under
 //! `postfix start-fg`) is found through `/proc` and stopped with it.
 //! [`Supervisor::run`] starts the daemons in order, restarts any that exits
+//! (after asking what it left behind to stop, and killing that 5 s later)
 //! (waiting 1 s, then twice as long each time, up to a minute; a daemon that
 //! ran for a minute starts over at 1 s), and on shutdown stops them in
 //! reverse order: the stop signal to the whole group, then SIGKILL after a
@@ -199,9 +200,11 @@ impl Keeper {
                 Ok(status) => status.to_string(),
                 Err(err) => format!("cannot wait for it: {err}"),
             };
-            // Whatever the group leader left behind goes with it.
+            // Whatever the group leader left behind goes with it, asked first: a Dovecot LMTP
+            // process killed between saving a message and answering would make Postfix
+            // deliver that message twice.
             if let Some(pid) = pid {
-                signal_group(pid, Signal::KILL);
+                end_leftovers(&self.spec, pid).await;
             }
             if started.elapsed() >= HEALTHY_AFTER {
                 backoff = FIRST_BACKOFF;
@@ -282,6 +285,29 @@ async fn stop_child(spec: &ProcessSpec, mut child: Child) {
         signal_group(*group, Signal::KILL);
     }
     let _ = child.wait().await;
+}
+
+/// How long processes a dead daemon left behind get to finish their work after the stop
+/// signal, before SIGKILL.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
+
+/// Stops what is left of process group `pgid` after its leader exited: the daemon's stop
+/// signal, then SIGKILL after [`LEFTOVER_GRACE`] (or the daemon's own stop timeout, if shorter).
+async fn end_leftovers(spec: &ProcessSpec, pgid: u32) {
+    if !group_alive(pgid) {
+        return;
+    }
+    signal_group(pgid, spec.stop_signal.signal());
+    let grace = spec.stop_timeout.min(LEFTOVER_GRACE);
+    let emptied = async {
+        while group_alive(pgid) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(grace, emptied).await.is_err() {
+        tracing::warn!(daemon = %spec.name, ?grace, "processes the daemon left behind did not stop in time; killing them");
+    }
+    signal_group(pgid, Signal::KILL);
 }
 
 /// The process groups led by descendants of `root` that left `root`'s group

@@ -134,6 +134,32 @@ async fn a_daemon_that_exits_is_restarted_with_backoff() {
 }
 
 #[tokio::test]
+async fn what_a_dead_daemon_left_behind_is_asked_to_stop_before_it_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (started, asked) = (dir.path().join("started"), dir.path().join("asked"));
+    // The first run leaves a worker behind and dies, as a Dovecot master killed under its
+    // LMTP processes; the worker must get the stop signal (and finish) before any SIGKILL.
+    let script = format!(
+        "if [ -e {started} ]; then exec sleep 300; fi; touch {started}; \
+         sh -c 'trap \"echo stopped >> {asked}; exit 0\" TERM; while :; do sleep 0.05; done' & \
+         sleep 0.3; exit 9",
+        started = started.display(),
+        asked = asked.display()
+    );
+    let supervisor = Supervisor::default();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn({
+        let supervisor = supervisor.clone();
+        let spec = shell("leaver", &script, &dir.path().join("log"));
+        async move { supervisor.run(vec![spec], async { stop_rx.await.unwrap_or(()) }).await }
+    });
+    wait_for("the worker's stop handler", Duration::from_secs(10), || asked.exists()).await;
+    assert_eq!(std::fs::read_to_string(&asked).unwrap(), "stopped\n");
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), run).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn a_missing_program_fails_at_start() {
     let supervisor = Supervisor::default();
     let spec = ProcessSpec {
