@@ -7,9 +7,9 @@
 //! descendant that moved to a session of its own (Postfix's `master` under
 //! `postfix start-fg`) is found through `/proc` and stopped with it.
 //! [`Supervisor::run`] starts the daemons in order, restarts any that exits
-//! (after asking what it left behind to stop, and killing that 5 s later)
 //! (waiting 1 s, then twice as long each time, up to a minute; a daemon that
-//! ran for a minute starts over at 1 s), and on shutdown stops them in
+//! ran for a minute starts over at 1 s; what the dead one left behind gets the
+//! stop signal first and SIGKILL 5 s later), and on shutdown stops them in
 //! reverse order: the stop signal to the whole group, then SIGKILL after a
 //! grace period.
 //!
