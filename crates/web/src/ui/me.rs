@@ -123,17 +123,18 @@ pub(crate) async fn change_password(
 }
 
 async fn change(state: &UiState, user: &SessionUser, form: PasswordForm) -> Outcome {
+    if form.new != form.confirm {
+        return Err(invalid("confirm", "the two new passwords differ"));
+    }
+    let password = Password::new(form.new).map_err(|err| invalid("new", err.message))?;
+    // Guessing the current password through this form is throttled like logging in.
     let account = format!("account:{}", user.mailbox);
-    if let Some(wait) = state.throttle.wait(std::slice::from_ref(&account)) {
+    if let Err(wait) = state.throttle.begin(std::slice::from_ref(&account)) {
         return Err(invalid(
             "current",
             format!("too many wrong passwords; wait {} seconds and try again", wait.as_secs() + 1),
         ));
     }
-    if form.new != form.confirm {
-        return Err(invalid("confirm", "the two new passwords differ"));
-    }
-    let password = Password::new(form.new).map_err(|err| invalid("new", err.message))?;
     let (mut mailbox, rev) = read_mailbox(state, &user.mailbox).await?;
     user.principal.authorize(Action::Write, &Resource::Account { address: &user.mailbox, roles: &mailbox.roles })?;
     let current_ok = match mailbox.password.clone() {
@@ -146,9 +147,9 @@ async fn change(state: &UiState, user: &SessionUser, form: PasswordForm) -> Outc
         None => false,
     };
     if !current_ok {
-        state.throttle.fail(std::slice::from_ref(&account));
         return Err(invalid("current", "is not your current password"));
     }
+    state.throttle.succeeded(&account, &[]);
     mailbox.password = Some(hash(password).await?);
     state.api.directory.update(&Document::Mailbox(mailbox), &rev).await?;
     let ended = state.sessions.revoke_mailbox(&user.mailbox, Some(&user.key));

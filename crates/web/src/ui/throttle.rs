@@ -53,7 +53,8 @@ impl Throttle {
     }
 
     /// How long the caller must still wait before trying any of `keys`, if at all.
-    pub(crate) fn wait(&self, keys: &[String]) -> Option<Duration> {
+    #[cfg(test)]
+    fn wait(&self, keys: &[String]) -> Option<Duration> {
         let now = Instant::now();
         let failures = self.lock();
         keys.iter()
@@ -98,7 +99,8 @@ impl Throttle {
     }
 
     /// Counts a failure against each of `keys`.
-    pub(crate) fn fail(&self, keys: &[String]) {
+    #[cfg(test)]
+    fn fail(&self, keys: &[String]) {
         let now = Instant::now();
         let mut failures = self.lock();
         self.count(&mut failures, keys, now);
