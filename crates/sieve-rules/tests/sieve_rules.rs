@@ -1,7 +1,9 @@
 //! The visual editor's promises, tested over generated rule sets: the round
 //! trip rules → Sieve → rules is exact, JSON carries the rules unchanged,
-//! scripts the editor did not write are refused, and Pigeonhole's `sievec`
-//! accepts what the editor writes.
+//! scripts the editor did not write are refused, Pigeonhole's `sievec`
+//! accepts what the editor writes, and Pigeonhole's `sieve-test` runs a few
+//! written rule sets on sample messages as the rules mean.
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly on an unexpected error")]
 
 use couchmail_sieve_rules::{
     Action, AddressPart, Condition, EnvelopePart, MatchType, Matching, NotRepresentable, Rule, RuleSet, SizeComparison,
@@ -311,4 +313,169 @@ async fn sievec_accepts_what_the_editor_writes() {
     }
     assert_eq!(n_checked, N_SIEVEC_SCRIPTS);
     eprintln!("sievec accepted {n_checked} generated scripts");
+}
+
+/// Runs Pigeonhole's `sieve-test` on `script` and `message` (envelope sender `from`) and returns what it says the
+/// script does; `None` when it cannot run here (allowed outside CI only).
+/// Pigeonhole will not run as root, so under root the tool runs as `nobody` through `setpriv`.
+fn sieve_test(script: &str, message: &str, from: &str) -> Option<String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let in_ci = std::env::var("CI").as_deref() == Ok("true");
+    let program = couchmail_supervisor::system::find_program("sieve-test");
+    if !program.is_file() {
+        assert!(!in_ci, "CI must run sieve-test: install dovecot-sieve");
+        eprintln!("skipping: sieve-test is not installed (Debian's dovecot-sieve)");
+        return None;
+    }
+    let me = std::fs::metadata("/proc/self").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let script_path = dir.path().join("rules.sieve");
+    let message_path = dir.path().join("message.eml");
+    std::fs::write(&script_path, script).unwrap();
+    std::fs::write(&message_path, message).unwrap();
+    for path in [&script_path, &message_path] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let mut command = std::process::Command::new("timeout");
+    command.arg("20");
+    let (uid, gid) = if me.uid() == 0 {
+        let setpriv = couchmail_supervisor::system::find_program("setpriv");
+        if !setpriv.is_file() {
+            assert!(!in_ci, "CI must run sieve-test: as root that needs setpriv (util-linux)");
+            eprintln!("skipping: running sieve-test as root needs setpriv");
+            return None;
+        }
+        command.arg(setpriv).args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+        (65534, 65534)
+    } else {
+        (me.uid(), me.gid())
+    };
+    command
+        .arg(program)
+        .args(["-o", &format!("mail_uid={uid}"), "-o", &format!("mail_gid={gid}"), "-f", from])
+        .args(["-r", "me@example.com"])
+        .arg(&script_path)
+        .arg(&message_path)
+        .env("HOME", dir.path())
+        .stdin(std::process::Stdio::null());
+    let output = command.output().unwrap();
+    // The reply's text is printed with CRLF line ends.
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+        .replace("\r\n", "\n");
+    assert!(output.status.success(), "sieve-test failed:\n{text}\n{script}");
+    Some(text)
+}
+
+fn message(from: &str, subject: &str) -> String {
+    format!("From: {from}\r\nTo: me@example.com\r\nSubject: {subject}\r\nMessage-ID: <1@example.com>\r\n\r\nHello.\r\n")
+}
+
+fn header_rule(name: &str, value: &str, actions: Vec<Action>) -> Rule {
+    Rule {
+        name: name.to_owned(),
+        enabled: true,
+        matching: Matching::All,
+        conditions: vec![Condition::Header {
+            headers: vec!["Subject".to_owned()],
+            match_type: MatchType::Contains,
+            value: value.to_owned(),
+            not: false,
+        }],
+        actions,
+    }
+}
+
+#[test]
+fn pigeonhole_runs_the_written_rules_as_they_mean() {
+    let into_folder =
+        header_rule("To folder", "X", vec![Action::Fileinto { folder: "Folder".to_owned(), create: true }]);
+    let script = to_sieve(&RuleSet { rules: vec![into_folder.clone()] }).unwrap();
+    let Some(matched) = sieve_test(&script, &message("a@example.org", "about X"), "a@example.org") else { return };
+    assert!(matched.contains("store message in folder: Folder"), "{matched}");
+    assert!(matched.contains("create mailbox if it does not exist"), "{matched}");
+    let other = sieve_test(&script, &message("a@example.org", "about Y"), "a@example.org").unwrap();
+    assert!(!other.contains("Folder") && other.contains("store message in folder: INBOX"), "{other}");
+
+    // A disabled rule stays in the script and never fires.
+    let disabled = Rule { enabled: false, ..into_folder };
+    let script = to_sieve(&RuleSet { rules: vec![disabled] }).unwrap();
+    let result = sieve_test(&script, &message("a@example.org", "about X"), "a@example.org").unwrap();
+    assert!(!result.contains("Folder"), "{result}");
+
+    // Any-of address and size, not, envelope, and stop ending the run.
+    let rules = RuleSet {
+        rules: vec![
+            Rule {
+                name: "copy friends".to_owned(),
+                enabled: true,
+                matching: Matching::Any,
+                conditions: vec![
+                    Condition::Address {
+                        headers: vec!["From".to_owned()],
+                        part: AddressPart::Domain,
+                        match_type: MatchType::Is,
+                        value: "friends.example".to_owned(),
+                        not: false,
+                    },
+                    Condition::Size { comparison: SizeComparison::Over, amount: 5, unit: SizeUnit::M, not: false },
+                ],
+                actions: vec![Action::Redirect { address: "bob@example.com".to_owned(), copy: true }],
+            },
+            Rule {
+                name: "alice".to_owned(),
+                enabled: true,
+                matching: Matching::All,
+                conditions: vec![Condition::Envelope {
+                    field: EnvelopePart::From,
+                    part: AddressPart::Localpart,
+                    match_type: MatchType::Is,
+                    value: "alice".to_owned(),
+                    not: false,
+                }],
+                actions: vec![Action::Fileinto { folder: "Alice".to_owned(), create: false }, Action::Stop],
+            },
+            Rule {
+                name: "not urgent".to_owned(),
+                enabled: true,
+                matching: Matching::All,
+                conditions: vec![Condition::Header {
+                    headers: vec!["Subject".to_owned()],
+                    match_type: MatchType::Contains,
+                    value: "urgent".to_owned(),
+                    not: true,
+                }],
+                actions: vec![Action::Discard],
+            },
+        ],
+    };
+    let script = to_sieve(&rules).unwrap();
+    let friend = sieve_test(&script, &message("carol@friends.example", "urgent: hi"), "carol@friends.example").unwrap();
+    assert!(friend.contains("redirect message to: <bob@example.com>"), "{friend}");
+    assert!(friend.contains("preserve implicit keep") && !friend.contains("discard"), "{friend}");
+    let alice = sieve_test(&script, &message("alice@a.example", "hello"), "alice@a.example").unwrap();
+    assert!(
+        alice.contains("store message in folder: Alice") && !alice.contains("discard"),
+        "stop ends the run: {alice}"
+    );
+    let stranger = sieve_test(&script, &message("x@elsewhere.example", "hello"), "x@elsewhere.example").unwrap();
+    assert!(stranger.contains("discard") && !stranger.contains("redirect"), "{stranger}");
+
+    // A vacation reply's text comes back as written, dot-stuffing undone.
+    let away = Rule {
+        name: "away".to_owned(),
+        enabled: true,
+        matching: Matching::All,
+        conditions: vec![],
+        actions: vec![Action::Vacation {
+            days: 3,
+            subject: Some("Away \"now\"".to_owned()),
+            reason: "Back soon.\n.\n..two dots".to_owned(),
+            addresses: vec![],
+        }],
+    };
+    let script = to_sieve(&RuleSet { rules: vec![away] }).unwrap();
+    let reply = sieve_test(&script, &message("x@elsewhere.example", "hello"), "x@elsewhere.example").unwrap();
+    assert!(reply.contains("send vacation message"), "{reply}");
+    assert!(reply.contains("START MESSAGE\nBack soon.\n.\n..two dots\n\nEND MESSAGE"), "{reply}");
 }
