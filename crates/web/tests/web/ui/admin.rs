@@ -195,3 +195,51 @@ async fn paging_through_ten_thousand_mailboxes_stays_fast() {
     assert!(own.body.contains("Showing 2 of 2"), "{}", own.body);
     assert!(started.elapsed() < Duration::from_secs(1));
 }
+
+#[tokio::test]
+async fn resetting_disabling_and_removing_a_mailbox_end_its_sessions() {
+    let ui = Ui::start().await;
+    ui.seed([fixtures::domain("a.example")]).await;
+    ui.mailbox("root@a.example", "root-secret-1", &[Role::Admin]).await;
+    ui.mailbox("bob@a.example", "bob-secret-12", &[]).await;
+    let mut admin = ui.browser();
+    admin.login("root@a.example", "root-secret-1").await;
+    let page = "/mailboxes/bob@a.example";
+
+    let mut bob = ui.browser();
+    bob.login("bob@a.example", "bob-secret-12").await.expect_redirect("/");
+    admin
+        .post(page, "/mailboxes/bob@a.example/password", &[("password", "bob-secret-new")])
+        .await
+        .expect_redirect(page);
+    bob.get("/me").await.expect_redirect("/login?next=%2Fme");
+    bob.login("bob@a.example", "bob-secret-new").await.expect_redirect("/");
+
+    // Disabling: the settings form without the box ticked.
+    let form = admin.get(page).await;
+    let rev_start = form.body.find("name=\"rev\" value=\"").unwrap() + "name=\"rev\" value=\"".len();
+    let rev = form.body[rev_start..].split('"').next().unwrap().to_owned();
+    let csrf = form.csrf().unwrap();
+    let fields = [("csrf", csrf.as_str()), ("rev", rev.as_str()), ("name", "Bob"), ("quota_mib", "100")];
+    admin.post_raw("/mailboxes/bob@a.example/settings", &fields).await.expect_redirect(page);
+    assert!(admin.get(page).await.body.contains("id=\"mailbox-status\">disabled"));
+    bob.get("/me").await.expect_redirect("/login?next=%2Fme");
+    bob.login("bob@a.example", "bob-secret-new").await.expect(401);
+
+    admin.post(page, "/mailboxes/bob@a.example/delete", &[]).await.expect_redirect("/mailboxes?domain=a.example");
+    assert!(ui.directory.get("mailbox:bob@a.example").await.unwrap().is_none());
+    admin.get(page).await.expect(404);
+}
+
+#[tokio::test]
+async fn unknown_pages_are_html_for_browsers_and_json_for_programs() {
+    let ui = Ui::start().await;
+    let mut browser = ui.browser();
+    let page = browser.get("/no/such/page").await;
+    page.expect(404);
+    assert!(page.body.contains("<!doctype html>") && page.body.contains("id=\"error-message\""), "{}", page.body);
+    let response = reqwest::get(format!("{}/no/such/page", ui.base)).await.unwrap();
+    assert_eq!(response.status(), 404);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+}
