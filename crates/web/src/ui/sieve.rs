@@ -139,7 +139,9 @@ fn edit_href(name: &str, raw: bool) -> String {
 /// The query of the editor page.
 #[derive(Deserialize)]
 struct EditQuery {
-    name: String,
+    /// Absent after a login that dropped the query: the list is shown instead.
+    #[serde(default)]
+    name: Option<String>,
     #[serde(default)]
     mode: Option<String>,
 }
@@ -152,7 +154,10 @@ async fn edit(
     Query(query): Query<EditQuery>,
 ) -> Result<Response, UiError> {
     user.principal.authorize(Action::Read, &Resource::Sieve(&user.mailbox))?;
-    let name = match SieveName::parse(query.name.trim()) {
+    let Some(name) = query.name else {
+        return Ok(Redirect::to(LIST_PATH).into_response());
+    };
+    let name = match SieveName::parse(name.trim()) {
         Ok(name) => name,
         Err(err) => {
             user.flash(&state, Flash::error(format!("name: {}", err.message)));

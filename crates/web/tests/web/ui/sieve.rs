@@ -177,6 +177,10 @@ async fn a_rule_built_in_the_visual_editor_is_stored_as_sieve_and_activated() {
     );
     assert!(editor.body.contains("<script src=\"/me/sieve/editor.js\""));
     assert_eq!(alice.get("/me/sieve/editor.js").await.status, 200);
+    // Without a name (a login drops the query) the list is shown; a bad name goes back to it with the reason.
+    alice.get("/me/sieve/edit").await.expect_redirect("/me/sieve");
+    alice.get("/me/sieve/edit?name=a%2Fb").await.expect_redirect("/me/sieve");
+    assert!(alice.get("/me/sieve").await.body.contains("may not contain"), "the reason is shown");
 
     let saved = alice.post("/me/sieve/edit?name=filters", "/me/sieve/edit", &subject_rule_fields("save")).await;
     saved.expect_redirect("/me/sieve");
