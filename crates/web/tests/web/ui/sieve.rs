@@ -270,6 +270,8 @@ async fn a_hand_written_script_opens_as_text_and_is_never_rewritten() {
         page.body
     );
     assert!(!page.body.contains("id=\"sieve-visual-link\""));
+    // A text area drops one line break after its tag, so one is written there: the script starts right after it.
+    assert!(page.body.contains("}'>\nrequire [&quot;fileinto&quot;"), "{}", page.body);
 
     // Posting the visual editor over it (an old tab, a crafted form) is refused.
     let mut fields = subject_rule_fields("save");
