@@ -94,6 +94,13 @@ fn valid_documents() -> Vec<(String, Body)> {
             }),
         ),
         ("token:ABCdef0123", json!({ "type": "token", "secret_sha256": secret, "principal": "admin", "created": 0 })),
+        (
+            "invitation:0123456789abcdef",
+            json!({
+                "type": "invitation", "domain": "example.com", "secret_sha256": secret, "created": 100,
+                "expires": 200, "created_by": "boss@example.com", "note": "for Carol", "used_by": "carol@example.com",
+            }),
+        ),
     ];
     documents.extend(raw.into_iter().map(|(id, body)| (id.to_owned(), object(body))));
     documents
@@ -184,6 +191,21 @@ fn invalid_documents() -> Vec<(&'static str, Value, &'static str)> {
             "domain:example.com",
             json!({ "type": "domain", "max_mailboxes": "many" }),
             "max_mailboxes: must be a whole number",
+        ),
+        (
+            "invitation:0123456789abcdef",
+            json!({ "type": "invitation", "domain": 7, "secret_sha256": secret, "created": 1, "expires": 2 }),
+            "domain: must be a string",
+        ),
+        (
+            "invitation:0123456789abcdef",
+            json!({ "type": "invitation", "domain": "example.com", "secret_sha256": secret, "created": 1 }),
+            "expires: is missing",
+        ),
+        (
+            "invitation:0123456789abcdef",
+            json!({ "type": "invitation", "domain": "example.com", "secret_sha256": "x", "created": 1, "expires": 2 }),
+            "secret_sha256: must be 64 hex digits",
         ),
         ("domain-alias:example.net", json!({ "type": "domain-alias" }), "target: is missing"),
         ("domain-alias:example.net", json!({ "type": "domain-alias", "target": 7 }), "target: must be a string"),
