@@ -25,7 +25,7 @@ use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::access::{Action, Resource};
+use crate::access::{Action, Resource, domain_is_active};
 use crate::ui::auth::PreSessionToken;
 use crate::ui::forms::{Outcome, after_write, describe, invalid, now_seconds, optional_number};
 use crate::ui::mailboxes::readable_domains;
@@ -259,6 +259,12 @@ async fn open_invitation(state: &UiState, id: &str, key: &str) -> Result<Result<
             "This invitation has expired; ask for a new one."
         };
         return Ok(Err(error_page(StatusCode::GONE, message)));
+    }
+    if !domain_is_active(&state.api.directory, &invitation.domain).await? {
+        return Ok(Err(error_page(
+            StatusCode::GONE,
+            "The domain of this invitation does not take new mailboxes now; ask whoever invited you.",
+        )));
     }
     Ok(Ok((invitation, rev)))
 }

@@ -188,3 +188,17 @@ async fn an_expired_invitation_does_nothing() {
     carol.post_raw(&format!("/invite/{id}"), &fields).await.expect(410);
     assert!(ui.directory.get("mailbox:carol@a.example").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn an_invitation_to_an_inactive_domain_waits() {
+    let ui = ui_with_alice().await;
+    ui.seed([fixtures::inactive(fixtures::domain("asleep.example"))]).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (invitation, key) =
+        Invitation::generate(fixtures::domain_name("asleep.example"), now, now + 3600, None, String::new());
+    let id = invitation.id.clone();
+    ui.seed([Document::Invitation(invitation)]).await;
+    let page = ui.browser().get(&format!("/invite/{id}?key={key}")).await;
+    page.expect(410);
+    assert!(page.body.contains("does not take new mailboxes now"), "{}", page.body);
+}
