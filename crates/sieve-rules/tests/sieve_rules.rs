@@ -18,6 +18,7 @@ fn one_line_text() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-zA-Z0-9 \"\\\\*?#;{}\\[\\](),.:-]{1,16}",
         "\\PC{1,24}",
+        "[a-z]{1,4}\t[a-z \t]{0,6}",
         Just("\\\"".to_owned()),
         Just("text:".to_owned()),
     ]
