@@ -243,3 +243,81 @@ async fn unknown_pages_are_html_for_browsers_and_json_for_programs() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found");
 }
+
+/// The values of attribute `name` in `html`, in order.
+fn attribute_values<'a>(html: &'a str, name: &str) -> Vec<&'a str> {
+    let marker = format!(" {name}=\"");
+    html.match_indices(&marker).filter_map(|(at, _)| html[at + marker.len()..].split('"').next()).collect()
+}
+
+/// The opening tags `<input …>`, `<select …>` and `<textarea …>` of `html`.
+fn controls(html: &str) -> Vec<&str> {
+    ["<input ", "<select ", "<textarea "]
+        .iter()
+        .flat_map(|start| html.match_indices(start).map(|(at, _)| &html[at..at + html[at..].find('>').unwrap() + 1]))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_page_labels_its_fields_and_has_landmarks() {
+    let ui = Ui::start().await;
+    ui.seed([
+        fixtures::domain("a.example"),
+        fixtures::mailbox("alice@a.example"),
+        fixtures::alias("info@a.example", &["alice@a.example"]),
+        fixtures::listing("global:block:client:192.0.2.0/24"),
+    ])
+    .await;
+    ui.mailbox("root@a.example", "root-secret-1", &[Role::Admin]).await;
+    ui.settle(|snapshot| snapshot.alias("info@a.example").is_some()).await;
+    let mut anonymous = ui.browser();
+    let mut pages = vec![("/login".to_owned(), anonymous.get("/login").await)];
+    let mut admin = ui.browser();
+    admin.login("root@a.example", "root-secret-1").await;
+    for path in [
+        "/",
+        "/domains",
+        "/domains/a.example",
+        "/mailboxes",
+        "/mailboxes/alice@a.example",
+        "/aliases",
+        "/aliases/info@a.example",
+        "/invitations",
+        "/listings",
+        "/policy",
+        "/me",
+    ] {
+        pages.push((path.to_owned(), admin.get(path).await));
+    }
+    for (path, page) in &pages {
+        page.expect(200);
+        let html = &page.body;
+        assert!(html.contains("<html lang=\"en\">"), "{path}: no language");
+        assert!(html.contains("<main id=\"main\""), "{path}: no main landmark");
+        assert_eq!(html.matches("<h1").count(), 1, "{path}: one h1");
+        let ids = attribute_values(html, "id");
+        let mut unique = ids.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(ids.len(), unique.len(), "{path}: duplicate ids in {ids:?}");
+        let labelled = attribute_values(html, "for");
+        for target in &labelled {
+            assert!(ids.contains(target), "{path}: a label for `{target}`, which is not there");
+        }
+        for control in controls(html) {
+            if control.contains("type=\"hidden\"") {
+                continue;
+            }
+            let id = attribute_values(control, "id");
+            let named = id.first().is_some_and(|id| labelled.contains(id)) || control.contains("aria-label=");
+            assert!(named, "{path}: a field without a label: {control}");
+        }
+        // Every form that changes something carries the token.
+        for (at, _) in html.match_indices("<form ") {
+            let form = &html[at..at + html[at..].find("</form>").unwrap()];
+            if form.contains("method=\"post\"") {
+                assert!(form.contains("name=\"csrf\""), "{path}: a form without its token: {form}");
+            }
+        }
+    }
+}
