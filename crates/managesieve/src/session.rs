@@ -70,12 +70,7 @@ impl<B: Backend> Session<B> {
         self.write_capabilities();
         self.reply(Response::ok("CouchMail ManageSieve ready."));
         loop {
-            let item = tokio::select! {
-                biased;
-                _ = self.shutdown.wait_for(|stopping| *stopping) => None,
-                item = self.connection.read() => Some(item),
-            };
-            let Some(item) = item else {
+            let Some(item) = self.read_unless_stopping().await else {
                 self.reply(Response::bye("Server shutting down.").with_code(Code::TryLater));
                 break;
             };
@@ -103,6 +98,16 @@ impl<B: Backend> Session<B> {
             }
         }
         let _ = self.connection.flush().await;
+    }
+
+    /// The next line from the client, or `None` once the server is shutting down: a session waiting for its client
+    /// (between commands, or for a SASL response) must not hold up the server's stop.
+    async fn read_unless_stopping(&mut self) -> Option<Result<Option<Decoded>, ConnectionError>> {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.wait_for(|stopping| *stopping) => None,
+            item = self.connection.read() => Some(item),
+        }
     }
 
     fn reply(&mut self, response: Response) {
@@ -305,7 +310,14 @@ impl<B: Backend> Session<B> {
             self.shared.config.command_timeout,
         );
         let plain = std::mem::replace(&mut self.connection, placeholder);
-        match plain.start_tls(&acceptor).await {
+        // A handshake in progress is abandoned when the server stops (it is bounded by the command timeout too).
+        let handshake = tokio::select! {
+            biased;
+            _ = self.shutdown.wait_for(|stopping| *stopping) => None,
+            handshake = plain.start_tls(&acceptor) => Some(handshake),
+        };
+        let Some(handshake) = handshake else { return false };
+        match handshake {
             Ok(tls) => {
                 self.connection = tls;
                 self.tls_active = true;
@@ -341,15 +353,19 @@ impl<B: Backend> Session<B> {
             None => {
                 // RFC 5804 §2.1: the server's challenge is a string; PLAIN's is empty.
                 self.connection.output().extend_from_slice(b"\"\"\r\n");
-                match self.connection.read().await {
-                    Ok(Some(Decoded::Command(command))) => match command.words.as_slice() {
+                match self.read_unless_stopping().await {
+                    None => {
+                        self.reply(Response::bye("Server shutting down.").with_code(Code::TryLater));
+                        return Next::Close;
+                    }
+                    Some(Ok(Some(Decoded::Command(command)))) => match command.words.as_slice() {
                         [Word::String(response)] => response.clone(),
                         // RFC 5804 has a string here; an unquoted base64 word is accepted all the same.
                         [Word::Atom(response)] => response.clone().into_bytes(),
                         _ => return self.bad(Response::no("Expected a SASL response string.")),
                     },
-                    Ok(Some(Decoded::Refused(refusal))) => return self.refused(&refusal),
-                    Ok(None) | Err(_) => return Next::Close,
+                    Some(Ok(Some(Decoded::Refused(refusal)))) => return self.refused(&refusal),
+                    Some(Ok(None) | Err(_)) => return Next::Close,
                 }
             }
         };
