@@ -600,9 +600,12 @@ fn field_selector(field: &str) -> Result<String, BrowserError> {
     Ok(format!("[name=\"{field}\"], [id=\"{field}\"]"))
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port free on 127.0.0.1 that no other test process gets meanwhile ([`crate::ports`]).
 fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    crate::ports::reserve(1)
+        .map_err(std::io::Error::other)?
+        .pop()
+        .ok_or_else(|| std::io::Error::other("no free port was found"))
 }
 
 /// The last lines of a log file, for error messages.

@@ -12,6 +12,7 @@ pub mod browser;
 pub mod dns;
 pub mod fixtures;
 pub mod netns;
+pub mod ports;
 pub mod pouchdb;
 pub mod stack;
 

@@ -48,7 +48,7 @@ use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::io::{Read, Write as _};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -127,20 +127,14 @@ pub struct Ports {
     pub api: u16,
     /// couchmail's internal auth endpoint for Dovecot.
     pub auth: u16,
+    /// ManageSieve (STARTTLS), served by couchmail.
+    pub managesieve: u16,
 }
 
 impl Ports {
-    /// Six distinct free ports: all bound at once, then released.
+    /// Seven distinct free ports that no other test process gets meanwhile ([`crate::ports`]).
     fn free() -> Result<Ports, String> {
-        let listeners = (0..6)
-            .map(|_| TcpListener::bind("127.0.0.1:0"))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|err| format!("cannot find free ports: {err}"))?;
-        let ports = listeners
-            .iter()
-            .map(|listener| listener.local_addr().map(|address| address.port()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|err| format!("cannot read a listener's port: {err}"))?;
+        let ports = crate::ports::reserve(7)?;
         Ok(Ports {
             smtp: ports[0],
             submission: ports[1],
@@ -148,6 +142,7 @@ impl Ports {
             imaps: ports[3],
             api: ports[4],
             auth: ports[5],
+            managesieve: ports[6],
         })
     }
 }
@@ -327,7 +322,7 @@ impl MailStack {
 
     /// The configuration file's text.
     fn config_text(&self) -> String {
-        let Ports { smtp, submission, submissions, imaps, api, auth } = self.ports;
+        let Ports { smtp, submission, submissions, imaps, api, auth, managesieve } = self.ports;
         let store = self.store.clone().unwrap_or_else(|| format!("sqlite:{}/couchmail.db", self.data_dir.display()));
         format!(
             "# Written by couchmail-testkit's end-to-end harness.\n\
@@ -340,6 +335,7 @@ impl MailStack {
              \n[mail]\nlisten = \"127.0.0.1\"\n\
              smtp_port = {smtp}\nsubmission_port = {submission}\nsubmissions_port = {submissions}\nimaps_port = {imaps}\n\
              outbound = \"disabled\"\nauth_failure_delay_secs = 0\n\
+             \n[managesieve]\nport = {managesieve}\n\
              \n[log]\nlevel = \"debug\"\n{spam}{extra}",
             data = self.data_dir.display(),
             run = self.runtime_dir.display(),
@@ -1149,8 +1145,9 @@ mod tests {
     fn free_ports_differ() {
         let ports = Ports::free().unwrap();
         let all: BTreeSet<u16> =
-            [ports.smtp, ports.submission, ports.submissions, ports.imaps, ports.api, ports.auth].into();
-        assert_eq!(all.len(), 6);
+            [ports.smtp, ports.submission, ports.submissions, ports.imaps, ports.api, ports.auth, ports.managesieve]
+                .into();
+        assert_eq!(all.len(), 7);
     }
 
     #[test]

@@ -4,17 +4,15 @@
 //! before TLS, a wrong password, bad commands, an oversized literal and a script sievec refuses each get `NO`, and
 //! the session goes on.
 //!
-//! Each test runs a stack of its own with a free ManageSieve port (`[managesieve] port`), since parallel stacks
-//! cannot share the default port.
+//! Each test runs a stack of its own; the harness gives every stack its own ManageSieve port.
 
 use std::io::Write as _;
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use base64::Engine as _;
 use couchmail_testkit::stack::net::LineStream;
-use couchmail_testkit::stack::{MailStack, StackExtras, StackOptions};
+use couchmail_testkit::stack::{MailStack, StackOptions};
 
 use super::support::{self, DELIVERY, PASSWORD, domain_with_mailboxes, subject, wait_for_active_sieve};
 
@@ -23,10 +21,9 @@ fn stack_with_managesieve() -> Option<(MailStack, u16)> {
     if !support::runnable() {
         return None;
     }
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let extras = StackExtras { config: format!("\n[managesieve]\nport = {port}\n"), ..StackExtras::default() };
-    let stack = MailStack::try_start_with_extras(support::binary(), StackOptions::default(), None, extras)
+    let stack = MailStack::try_start(support::binary(), StackOptions::default())
         .unwrap_or_else(|err| panic!("the stack did not start: {err}"));
+    let port = stack.ports().managesieve;
     Some((stack, port))
 }
 

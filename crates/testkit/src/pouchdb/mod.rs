@@ -52,7 +52,7 @@ mod proxy;
 mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -543,11 +543,9 @@ fn listens_on(pid: u32, port: u16) -> bool {
     })
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, and no other test process gets meanwhile.
 fn free_port() -> Result<u16, String> {
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|error| format!("cannot find a free port: {error}"))?;
-    listener.local_addr().map(|address| address.port()).map_err(|error| format!("cannot find a free port: {error}"))
+    crate::ports::reserve(1)?.pop().ok_or_else(|| "no free port was found".to_owned())
 }
 
 fn with_timeout(stream: TcpStream, timeout: Duration) -> Result<TcpStream, String> {
@@ -643,7 +641,7 @@ mod tests {
 
     #[test]
     fn a_listening_socket_is_found_among_its_owners_files_only() {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         assert!(listens_on(std::process::id(), port));
         let mut child = Command::new("sleep").arg("5").spawn().unwrap();
