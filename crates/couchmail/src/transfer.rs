@@ -9,10 +9,11 @@
 //! export → import → export is byte-identical, on SQLite as on CouchDB.
 //!
 //! Secrets ([`SECRET_FIELDS`]): without `--include-secrets` an export leaves
-//! out mailbox password hashes, and leaves out API tokens whole, because a
-//! token document is only its secret's hash plus labels (it cannot be
-//! imported without it). Importing such a file keeps the secrets the store
-//! already has: a mailbox keeps its password, tokens are left alone.
+//! out mailbox password hashes, and leaves out API tokens and web UI
+//! invitations whole, because such a document is only its secret's hash plus
+//! labels (it cannot be imported without it). Importing such a file keeps the
+//! secrets the store already has: a mailbox keeps its password, tokens and
+//! invitations are left alone.
 //!
 //! Writing ([`apply`]): the whole input is validated through the model first
 //! ([`parse_export`]; nothing is written if one line is bad). Then each
@@ -40,9 +41,13 @@ pub const FORMAT: &str = "couchmail-export";
 /// The format's version: readers refuse others.
 pub const VERSION: u64 = 1;
 /// The fields that hold secrets, by document type.
-pub const SECRET_FIELDS: &[(DocKind, &str)] = &[(DocKind::Mailbox, "password"), (DocKind::Token, "secret_sha256")];
+pub const SECRET_FIELDS: &[(DocKind, &str)] = &[
+    (DocKind::Mailbox, "password"),
+    (DocKind::Token, "secret_sha256"),
+    (DocKind::Invitation, "secret_sha256"),
+];
 /// The document types that are nothing without their secret: left out whole.
-pub const SECRET_KINDS: &[DocKind] = &[DocKind::Token];
+pub const SECRET_KINDS: &[DocKind] = &[DocKind::Token, DocKind::Invitation];
 /// How many documents are read from the store per request.
 const PAGE: usize = 500;
 /// How many bad lines an import lists before it summarises the rest.
@@ -376,6 +381,8 @@ mod tests {
         let token =
             body(json!({"type": "token", "secret_sha256": "ab".repeat(32), "principal": "admin", "created": 0}));
         assert_eq!(without_secrets("token:abc", &token), None);
+        let invitation = body(json!({"type": "invitation", "secret_sha256": "cd".repeat(32), "domain": "example.com"}));
+        assert_eq!(without_secrets("invitation:abc", &invitation), None, "an invitation is its secret's hash");
         let domain = body(json!({"type": "domain", "active": true}));
         assert_eq!(without_secrets("domain:example.com", &domain), Some(domain.clone()));
     }
