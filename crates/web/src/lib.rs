@@ -82,8 +82,8 @@
 //!
 //! # Security
 //!
-//! Peers: anyone who can reach the listener; bind it to loopback or put TLS
-//! in front. Every route but `health` and `openapi.json` needs
+//! Peers: anyone who can reach the listener; bind it to loopback, serve it
+//! over TLS with [`serve_https`], or put a TLS proxy in front. Every route but `health` and `openapi.json` needs
 //! `Authorization: Bearer cmt_…`, a token created with the CLI and stored
 //! hashed as a `token:<id>` document. The token acts for `admin`, or for a
 //! mailbox with that mailbox's roles at the time of the request
@@ -114,6 +114,7 @@ mod access;
 mod dto;
 mod error;
 mod extract;
+mod https;
 mod routes;
 mod ui;
 
@@ -132,6 +133,7 @@ pub use dto::{
 };
 pub use error::{Error, ErrorBody, ErrorDetail};
 pub use extract::{DEFAULT_PAGE_LIMIT, MAX_BODY_BYTES, MAX_PAGE_LIMIT};
+pub use https::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HANDSHAKES, HttpsConfig, serve_https};
 pub use routes::{API_PREFIX, ApiDoc, router, router_with};
 pub use ui::UiConfig;
 

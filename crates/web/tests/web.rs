@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 /// Tests in files of their own under `tests/web/`, using the helpers below.
 mod web {
     mod conflicts;
+    mod https;
     mod listings;
     mod outage;
     mod ui;
