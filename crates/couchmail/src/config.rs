@@ -131,10 +131,20 @@ pub const KEYS: &[KeyDoc] = &[
         key: "api.listen",
         env: "COUCHMAIL_API_LISTEN",
         default: "`127.0.0.1:8080`",
-        about: "IP address and port of the REST API (`[::1]:8080` for IPv6; host names are not resolved; port 0 picks \
-                a free port, which `up` prints). The API speaks plain HTTP (TLS for the API is not built yet), so only \
-                loopback addresses are accepted. With `--dev` a non-loopback address is replaced by `127.0.0.1` with \
-                the same port.",
+        about: "IP address and port of the REST API and the web UI (`[::1]:8080` for IPv6, `0.0.0.0:8443` for every \
+                IPv4 address; host names are not resolved; port 0 picks a free port, which `up` prints). A \
+                non-loopback address needs TLS (`api.tls`). With `--dev` a non-loopback address is replaced by \
+                `127.0.0.1` with the same port.",
+    },
+    KeyDoc {
+        key: "api.tls",
+        env: "COUCHMAIL_API_TLS",
+        default: "`auto`",
+        about: "Whether the API and web UI listener speaks HTTPS, with the stack's certificate (`tls.cert` and \
+                `tls.key`, or the self-signed one) and TLS 1.2 or 1.3 only, as the mail ports. `auto`: HTTPS when \
+                `api.listen` is not a loopback address, plain HTTP on loopback. `on`: HTTPS on any address. `off`: \
+                plain HTTP, accepted on a loopback address only (for a TLS proxy on the same host, which should \
+                send `X-Forwarded-Proto: https`). Under HTTPS the web UI's cookies are `Secure`.",
     },
     KeyDoc {
         key: "mail.listen",
@@ -488,6 +498,8 @@ pub struct RawCouchDb {
 pub struct RawApi {
     /// `listen = "127.0.0.1:8080"`
     pub listen: Option<String>,
+    /// `tls = "auto"`, `"on"` or `"off"`
+    pub tls: Option<String>,
 }
 
 /// The `[mail]` table.
@@ -659,6 +671,7 @@ impl RawConfig {
             ("couchdb.password_file", couchdb.password_file),
             ("couchdb.ca_file", couchdb.ca_file),
             ("api.listen", api.listen),
+            ("api.tls", api.tls),
             ("mail.listen", mail.listen),
             ("mail.smtp_port", mail.smtp_port.map(|port| port.to_string())),
             ("mail.submission_port", mail.submission_port.map(|port| port.to_string())),
@@ -956,8 +969,10 @@ pub struct Config {
     pub store: StoreUrl,
     /// How to log in to CouchDB, for `couchdb:` stores.
     pub couchdb: CouchDbSettings,
-    /// Where the REST API listens (always a loopback address for now).
+    /// Where the REST API and the web UI listen (a loopback address unless [`Config::api_tls`]).
     pub api_listen: SocketAddr,
+    /// Whether that listener speaks HTTPS with the stack's certificate (`api.tls`, resolved).
+    pub api_tls: bool,
     /// couchmail's own files.
     pub data_dir: PathBuf,
     /// Sockets and files that live as long as `up` runs.
@@ -1107,28 +1122,7 @@ fn validate(
         None if dev => Some("localhost".to_owned()),
         None => None,
     };
-    let api_listen = match merged.take_with_origin("api.listen") {
-        Some(setting) => {
-            let addr = parse_listen(&setting.value)
-                .map_err(|why| anyhow::anyhow!("invalid api.listen `{}` {}: {why}", setting.value, setting.origin))?;
-            if dev && !addr.ip().is_loopback() {
-                // --dev promises loopback: keep the configured port only.
-                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
-            } else if !addr.ip().is_loopback() {
-                bail!(
-                    "invalid api.listen `{}` {}: the API speaks plain HTTP (TLS for the API is not built yet), so it \
-                     listens on loopback only; write listen = \"127.0.0.1:{}\" under [api] and put a TLS proxy in \
-                     front of it for remote use",
-                    setting.value,
-                    setting.origin,
-                    addr.port()
-                );
-            } else {
-                addr
-            }
-        }
-        None => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_API_PORT),
-    };
+    let (api_listen, api_tls) = validate_api(&mut merged, dev)?;
     let mail = validate_mail(&mut merged, dev)?;
     let postscreen = validate_postscreen(&mut merged)?;
     let policy = validate_policy(&mut merged)?;
@@ -1180,6 +1174,7 @@ fn validate(
         store,
         couchdb,
         api_listen,
+        api_tls,
         data_dir,
         runtime_dir,
         hostname,
@@ -1193,6 +1188,70 @@ fn validate(
         log: LogConfig { level, format },
         dev,
     })
+}
+
+/// `api.tls` as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ApiTls {
+    Auto,
+    On,
+    Off,
+}
+
+/// `api.listen` and whether it speaks HTTPS: plain HTTP is for loopback only (passwords and session cookies
+/// cross this port), so a non-loopback address with `api.tls = "off"` is refused.
+fn validate_api(merged: &mut Merged, dev: bool) -> anyhow::Result<(SocketAddr, bool)> {
+    let tls = merged
+        .take_with_origin("api.tls")
+        .map(|setting| {
+            let parsed = match setting.value.as_str() {
+                "auto" => ApiTls::Auto,
+                "on" => ApiTls::On,
+                "off" => ApiTls::Off,
+                _ => bail!(
+                    "invalid api.tls `{}` {}: write tls = \"auto\", \"on\" or \"off\" under [api]",
+                    setting.value,
+                    setting.origin
+                ),
+            };
+            Ok((parsed, setting.origin))
+        })
+        .transpose()?;
+    let listen = match merged.take_with_origin("api.listen") {
+        Some(setting) => {
+            let addr = parse_listen(&setting.value)
+                .map_err(|why| anyhow::anyhow!("invalid api.listen `{}` {}: {why}", setting.value, setting.origin))?;
+            Some((addr, setting))
+        }
+        None => None,
+    };
+    let addr = match &listen {
+        // --dev promises loopback: keep the configured port only.
+        Some((addr, _)) if dev && !addr.ip().is_loopback() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+        }
+        Some((addr, _)) => *addr,
+        None => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_API_PORT),
+    };
+    let https = match &tls {
+        None | Some((ApiTls::Auto, _)) => !addr.ip().is_loopback(),
+        Some((ApiTls::On, _)) => true,
+        Some((ApiTls::Off, tls_origin)) => {
+            if let Some((_, setting)) = listen.as_ref().filter(|_| !addr.ip().is_loopback()) {
+                bail!(
+                    "invalid api.listen `{}` {}: api.tls is \"off\" {tls_origin}, and plain HTTP is served on \
+                     loopback only (passwords and session cookies cross this port); remove tls = \"off\" under \
+                     [api] to serve HTTPS there with the stack's certificate (tls.cert and tls.key), or write \
+                     listen = \"127.0.0.1:{}\" under [api] and put a TLS proxy in front",
+                    setting.value,
+                    setting.origin,
+                    addr.port()
+                );
+            }
+            false
+        }
+    };
+    Ok((addr, https))
 }
 
 fn validate_couchdb(merged: &mut Merged, password: Option<Secret>) -> anyhow::Result<CouchDbSettings> {
@@ -1747,15 +1806,49 @@ mod tests {
     }
 
     #[test]
-    fn non_loopback_listen_is_refused_naming_source_and_fix() {
-        let err = load_err(Sources { file: file("[api]\nlisten = \"0.0.0.0:8080\""), ..Sources::default() });
-        assert!(err.contains("api.listen"), "{err}");
-        assert!(err.contains("/etc/couchmail/couchmail.toml"), "{err}");
-        assert!(err.contains("TLS for the API is not built yet"), "{err}");
-        assert!(err.contains("127.0.0.1:8080"), "{err}");
+    fn api_tls_auto_is_https_off_loopback_only() {
+        let api = |text: &str, environment: &[(&str, &str)]| {
+            let config = load(Sources { file: file(text), env: env(environment), ..Sources::default() });
+            (config.api_listen.to_string(), config.api_tls)
+        };
+        assert_eq!(api("", &[]), ("127.0.0.1:8080".to_owned(), false));
+        assert_eq!(api("[api]\nlisten = \"[::1]:8080\"", &[]), ("[::1]:8080".to_owned(), false));
+        assert_eq!(api("[api]\nlisten = \"0.0.0.0:8443\"", &[]), ("0.0.0.0:8443".to_owned(), true));
+        assert_eq!(api("[api]\nlisten = \"192.0.2.7:443\"\ntls = \"auto\"", &[]), ("192.0.2.7:443".to_owned(), true));
+        assert_eq!(api("[api]\ntls = \"on\"", &[]), ("127.0.0.1:8080".to_owned(), true));
+        assert_eq!(api("[api]\nlisten = \"[::]:443\"\ntls = \"on\"", &[]), ("[::]:443".to_owned(), true));
+        assert_eq!(api("[api]\ntls = \"off\"", &[]), ("127.0.0.1:8080".to_owned(), false));
+        assert_eq!(api("", &[("COUCHMAIL_API_TLS", "on")]), ("127.0.0.1:8080".to_owned(), true));
+        // --dev keeps the API on loopback, where auto is plain HTTP and off is accepted.
+        let dev = |text: &str| {
+            let config = load(Sources { file: file(text), dev: true, ..Sources::default() });
+            (config.api_listen.to_string(), config.api_tls)
+        };
+        assert_eq!(dev("[api]\nlisten = \"0.0.0.0:9999\""), ("127.0.0.1:9999".to_owned(), false));
+        assert_eq!(dev("[api]\nlisten = \"0.0.0.0:9999\"\ntls = \"off\""), ("127.0.0.1:9999".to_owned(), false));
+        assert_eq!(dev("[api]\ntls = \"on\""), ("127.0.0.1:8080".to_owned(), true));
+    }
 
-        let err = load_err(Sources { env: env(&[("COUCHMAIL_API_LISTEN", "10.0.0.1:80")]), ..Sources::default() });
+    #[test]
+    fn plain_http_off_loopback_is_refused_naming_source_and_fix() {
+        let err =
+            load_err(Sources { file: file("[api]\nlisten = \"0.0.0.0:8080\"\ntls = \"off\""), ..Sources::default() });
+        assert!(err.contains("invalid api.listen `0.0.0.0:8080` in /etc/couchmail/couchmail.toml"), "{err}");
+        assert!(err.contains("api.tls is \"off\""), "{err}");
+        assert!(err.contains("remove tls = \"off\""), "{err}");
+        assert!(err.contains("listen = \"127.0.0.1:8080\""), "{err}");
+
+        let err = load_err(Sources {
+            file: file("[api]\ntls = \"off\""),
+            env: env(&[("COUCHMAIL_API_LISTEN", "10.0.0.1:80")]),
+            ..Sources::default()
+        });
         assert!(err.contains("COUCHMAIL_API_LISTEN"), "{err}");
+        assert!(err.contains("api.tls is \"off\" in /etc/couchmail/couchmail.toml"), "{err}");
+
+        let err = load_err(Sources { file: file("[api]\ntls = \"yes\""), ..Sources::default() });
+        assert!(err.contains("invalid api.tls `yes`"), "{err}");
+        assert!(err.contains("\"auto\", \"on\" or \"off\""), "{err}");
     }
 
     #[test]
