@@ -154,6 +154,7 @@ pub async fn run(mut config: Config, json: bool) -> anyhow::Result<()> {
         None => layout::create(&layout::servers_only(&stack.paths), None)?,
     }
     let certificate = certificate(&config, &stack)?;
+    let api_https = api_https(&config, &certificate)?;
     if with_daemons {
         let n_stopped = daemons::stop_leftovers(&stack).await;
         if n_stopped > 0 {
@@ -188,7 +189,7 @@ pub async fn run(mut config: Config, json: bool) -> anyhow::Result<()> {
     let api_address = api_listener.local_addr().context("cannot read the API listener's address")?;
     let policy = stack.policy.then(|| config.policy.policy_config(&config.data_dir));
     let sources = servers::Sources { store, index: index.clone(), directory: directory.clone(), policy };
-    let listeners = servers::Listeners { api: api_listener, auth: auth_listener, auth_secret };
+    let listeners = servers::Listeners { api: api_listener, api_https, auth: auth_listener, auth_secret };
     let mail_layout = MailLayout { mail_root: stack.paths.mail_dir.clone(), uid: vmail.uid, gid: vmail.gid };
     let sockets =
         match servers::start(&mut services, &shutdown, sources, listeners, &stack.paths, mail_layout.clone()).await {
@@ -260,7 +261,7 @@ pub async fn run(mut config: Config, json: bool) -> anyhow::Result<()> {
     }
 
     let summary = Summary {
-        api_url: format!("http://{api_address}/api/v1"),
+        api_url: api_url(api_address, config.api_tls, &stack.hostname),
         store: config.store.to_string(),
         data_dir: config.data_dir.display().to_string(),
         runtime_dir: config.runtime_dir.display().to_string(),
@@ -376,6 +377,31 @@ fn certificate(config: &Config, stack: &Stack) -> anyhow::Result<tls::Certificat
             }
             tls::self_signed(&stack.paths.tls_certificate, &stack.paths.tls_key, &stack.hostname)
         }
+    }
+}
+
+/// The API's TLS when `api.tls` asks for it, with the mail ports' certificate.
+fn api_https(config: &Config, certificate: &tls::Certificate) -> anyhow::Result<Option<couchmail_web::HttpsConfig>> {
+    if !config.api_tls {
+        return Ok(None);
+    }
+    let https = couchmail_web::HttpsConfig::from_pem_files(&certificate.cert, &certificate.key).map_err(|err| {
+        Failure::new(Exit::Usage, format!("cannot serve the API and web UI over HTTPS: {err}")).hint(
+            "point tls.cert and tls.key at a certificate chain and its private key (PEM), or remove both for a \
+             self-signed certificate",
+        )
+    })?;
+    Ok(Some(https))
+}
+
+/// The API's base URL: `https` under `api.tls`; a wildcard address is no place to connect to, so it names the
+/// host (as the certificate does).
+fn api_url(address: std::net::SocketAddr, https: bool, hostname: &str) -> String {
+    let scheme = if https { "https" } else { "http" };
+    if address.ip().is_unspecified() {
+        format!("{scheme}://{hostname}:{}/api/v1", address.port())
+    } else {
+        format!("{scheme}://{address}/api/v1")
     }
 }
 
@@ -791,8 +817,14 @@ fn print_summary(summary: &Summary, bearer: Option<&str>, json: bool) -> anyhow:
         text.push_str(&format!(
             "\nFirst run: created an admin token, written to {file} (mode 0600).\n\
              It is shown only this once:\n\n  {bearer}\n\n\
-             Try it:\n\n  curl -H \"Authorization: Bearer $(cat {file})\" {}/whoami\n\n\
+             Try it:\n\n  curl {}-H \"Authorization: Bearer $(cat {file})\" {}/whoami\n\n\
              More tokens: `couchmail token create --admin`.\n",
+            // curl trusts a self-signed certificate only when told to.
+            if summary.self_signed && summary.api_url.starts_with("https:") {
+                format!("--cacert {} ", summary.tls_certificate)
+            } else {
+                String::new()
+            },
             summary.api_url
         ));
     }
@@ -874,6 +906,17 @@ mod tests {
             assert!(Instant::now() < deadline, "SIGTERM was not noticed");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[test]
+    fn api_url_has_the_scheme_and_a_host_to_connect_to() {
+        let url = |address: &str, https| api_url(address.parse().unwrap(), https, "mail.example.com");
+        assert_eq!(url("127.0.0.1:8080", false), "http://127.0.0.1:8080/api/v1");
+        assert_eq!(url("127.0.0.1:8080", true), "https://127.0.0.1:8080/api/v1");
+        assert_eq!(url("[::1]:8080", false), "http://[::1]:8080/api/v1");
+        assert_eq!(url("0.0.0.0:8443", true), "https://mail.example.com:8443/api/v1");
+        assert_eq!(url("[::]:443", true), "https://mail.example.com:443/api/v1");
+        assert_eq!(url("192.0.2.7:443", true), "https://192.0.2.7:443/api/v1");
     }
 
     #[test]

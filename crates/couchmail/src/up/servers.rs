@@ -21,7 +21,7 @@ use couchmail_lookup::{Accounts, IndexSieve, MailLayout, Maps};
 use couchmail_render::Paths;
 use couchmail_store::Store;
 use couchmail_supervisor::system;
-use couchmail_web::ApiState;
+use couchmail_web::{ApiState, UiConfig};
 
 use super::{Services, Shutdown};
 use crate::exit::{Exit, Failure};
@@ -64,6 +64,8 @@ pub struct Sources {
 pub struct Listeners {
     /// The REST API.
     pub api: tokio::net::TcpListener,
+    /// The API's TLS (`api.tls`); `None` serves plain HTTP.
+    pub api_https: Option<couchmail_web::HttpsConfig>,
     /// The auth endpoint.
     pub auth: tokio::net::TcpListener,
     /// The auth endpoint's bearer secret.
@@ -125,8 +127,14 @@ pub async fn start(
 
     services.spawn("REST API", {
         let state = ApiState { directory, index: index.clone() };
-        let (listener, stopped) = (listeners.api, stop.stopped());
-        async move { couchmail_web::serve(listener, state, stopped).await.context("the REST API failed") }
+        let (listener, https, stopped) = (listeners.api, listeners.api_https, stop.stopped());
+        async move {
+            match https {
+                Some(https) => couchmail_web::serve_https(listener, state, UiConfig::default(), https, stopped).await,
+                None => couchmail_web::serve(listener, state, stopped).await,
+            }
+            .context("the REST API failed")
+        }
     });
 
     let socketmap_listener = couchmail_socketmap::Listener::bind_unix(&paths.socketmap_socket, 0o660)
