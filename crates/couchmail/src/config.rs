@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use couchmail_greylist::{GreylistConfig, Network};
+use couchmail_greylist::GreylistConfig;
 use couchmail_model::{IpNetwork, MAX_HOURLY_LIMIT};
 use couchmail_policy::PolicyConfig;
 use couchmail_render::{Cidr, DnsblSite, Listen, MAX_GREET_WAIT_SECS, Outbound, Ports, Postscreen, SpamScore};
@@ -1462,7 +1462,7 @@ fn validate_policy(merged: &mut Merged) -> anyhow::Result<PolicySettings> {
     })? {
         greylist.auto_allow_after = Some(count).filter(|count| *count > 0);
     }
-    if let Some(clients) = merged.take("policy.allow_clients", parse_list::<Network>)? {
+    if let Some(clients) = merged.take("policy.allow_clients", parse_list::<IpNetwork>)? {
         greylist.allowlist.client_networks = clients;
     }
     if let Some(domains) = merged.take("policy.allow_sender_domains", |value| {

@@ -3,8 +3,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use couchmail_model::IpNetwork;
+
 use crate::error::{Error, ErrorKind};
-use crate::network::Network;
 
 /// How greylisting behaves; [`Default`] gives the usual values (those of postgrey, give or take).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,9 +86,9 @@ impl GreylistConfig {
     }
 
     /// The network greylisting groups `address` into.
-    pub fn client_network(&self, address: IpAddr) -> Network {
+    pub fn client_network(&self, address: IpAddr) -> IpNetwork {
         let address = address.to_canonical();
-        Network::clamped(address, if address.is_ipv4() { self.ipv4_prefix_len } else { self.ipv6_prefix_len })
+        IpNetwork::containing(address, if address.is_ipv4() { self.ipv4_prefix_len } else { self.ipv6_prefix_len })
     }
 }
 
@@ -104,7 +105,7 @@ impl GreylistConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Allowlist {
     /// Client networks that are never greylisted.
-    pub client_networks: Vec<Network>,
+    pub client_networks: Vec<IpNetwork>,
     /// Sender domains that are never greylisted: `example.com`, or `.example.com` for its subdomains.
     pub sender_domains: Vec<String>,
     /// Recipients that are never greylisted: `user@example.com`, or `@example.com` for a whole domain.

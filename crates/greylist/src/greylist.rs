@@ -178,7 +178,7 @@ impl Greylist {
         let mut inner = self.lock();
         self.purge_step_if_due(&mut inner, now, millis);
 
-        let client_network = triplet.client_network.to_string();
+        let client_network = triplet.client_network.to_cidr_string();
         let client = inner.state.client(&client_network)?;
         let client_is_current = |last_seen: i64| now.saturating_sub(last_seen) <= millis.pass_expiry;
         if let (Some(threshold), Some(client)) = (self.config.auto_allow_after, client)

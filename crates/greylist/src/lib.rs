@@ -11,7 +11,8 @@
 //! Overview: [`Greylist`] (the engine over its own SQLite state file), [`GreylistConfig`] and [`Allowlist`] (the
 //! settings), [`Attempt`] and [`Triplet`] (what is decided on, and how it is normalised, see [`normalize_sender`]),
 //! [`Verdict`] and [`PassReason`] (the answer), [`Clock`] with [`SystemClock`] and [`ManualClock`] (time, injected
-//! so that tests do not sleep), and [`Network`] (CIDR networks).
+//! so that tests do not sleep). Client networks are `couchmail_model::IpNetwork`s;
+//! [`GreylistConfig::client_network`] groups a client into its /24 or /64.
 //!
 //! ```
 //! use std::time::Duration;
@@ -48,7 +49,6 @@ mod clock;
 mod config;
 mod error;
 mod greylist;
-mod network;
 mod state;
 mod triplet;
 
@@ -56,6 +56,5 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Allowlist, GreylistConfig};
 pub use error::{Error, ErrorKind};
 pub use greylist::{Greylist, PassReason, PurgeStats, Verdict};
-pub use network::Network;
 pub use state::Counts;
 pub use triplet::{Attempt, MAX_PART_LEN, NULL_SENDER, Triplet, normalize_sender};

@@ -16,10 +16,10 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use couchmail_model::IpNetwork;
 use sha2::{Digest, Sha256};
 
 use crate::config::GreylistConfig;
-use crate::network::Network;
 
 /// The longest sender or recipient kept, in bytes: RFC 5321's limit on a whole path (section 4.5.3.1.3).
 pub const MAX_PART_LEN: usize = 256;
@@ -54,7 +54,7 @@ pub struct Attempt<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Triplet {
     /// The client's network.
-    pub client_network: Network,
+    pub client_network: IpNetwork,
     /// The normalised sender, or `<>`.
     pub sender: String,
     /// The lower-cased recipient.
@@ -76,7 +76,7 @@ impl Triplet {
     /// records make that about one chance in thirty million, and it would at worst let one message skip its delay.
     pub(crate) fn key(&self) -> i64 {
         let mut hasher = Sha256::new();
-        hasher.update(self.client_network.to_string().as_bytes());
+        hasher.update(self.client_network.to_cidr_string().as_bytes());
         hasher.update([0]);
         hasher.update(self.sender.as_bytes());
         hasher.update([0]);
@@ -90,7 +90,7 @@ impl Triplet {
 
 impl fmt::Display for Triplet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {}", self.client_network, self.sender, self.recipient)
+        write!(f, "{} {} {}", self.client_network.to_cidr_string(), self.sender, self.recipient)
     }
 }
 

@@ -352,6 +352,13 @@ impl IpNetwork {
         let address = address.to_canonical();
         address.is_ipv4() == self.address.is_ipv4() && IpNetwork::containing(address, self.prefix_len) == *self
     }
+
+    /// The network with its prefix length always written (`192.0.2.1/32`, `2001:db8::1/128`), as Postfix's
+    /// cidr tables list networks and greylisting keys its state; [`IpNetwork::to_string`] is the normal form,
+    /// which leaves out a whole-length prefix.
+    pub fn to_cidr_string(&self) -> String {
+        format!("{}/{}", self.address, self.prefix_len)
+    }
 }
 
 fn max_prefix_len(address: IpAddr) -> u8 {
@@ -433,6 +440,20 @@ mod tests {
         assert!(one.contains("198.51.100.7".parse().unwrap()) && !one.contains("198.51.100.8".parse().unwrap()));
         assert_eq!(IpNetwork::containing("198.51.100.7".parse().unwrap(), 24).to_string(), "198.51.100.0/24");
         assert_eq!(IpNetwork::containing("198.51.100.7".parse().unwrap(), 200).to_string(), "198.51.100.7");
+    }
+
+    #[test]
+    fn the_cidr_form_always_writes_the_prefix() {
+        for (input, cidr) in [
+            ("192.0.2.1", "192.0.2.1/32"),
+            ("192.0.2.77/24", "192.0.2.0/24"),
+            ("2001:db8::1", "2001:db8::1/128"),
+            ("::/0", "::/0"),
+        ] {
+            assert_eq!(IpNetwork::parse(input).unwrap().to_cidr_string(), cidr, "{input}");
+        }
+        let mapped = IpNetwork::containing("::ffff:192.0.2.9".parse().unwrap(), 120);
+        assert_eq!(mapped.to_cidr_string(), "192.0.2.9/32", "a mapped address is its IPv4 address");
     }
 
     #[test]

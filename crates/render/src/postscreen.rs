@@ -39,6 +39,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use couchmail_model::IpNetwork;
+
 use crate::error::{Error, ErrorKind};
 use crate::postfix::Service;
 use crate::text::Text;
@@ -255,7 +257,13 @@ fn is_reply_pattern(pattern: &str) -> bool {
         })
 }
 
-/// A network in CIDR notation whose host bits are zero, as cidr_table(5) requires.
+/// A network in CIDR notation whose host bits are zero, as cidr_table(5) requires: a
+/// [`couchmail_model::IpNetwork`] in the notation of Postfix's tables.
+///
+/// It differs from the model's normal form in what it accepts and writes, not in what it means: an address
+/// with host bits set (`192.0.2.1/24`) is refused rather than cleared, as a typo in the configuration
+/// (Postfix itself skips such a rule), an IPv6 address may be written in brackets (`[2001:db8::1]`), and the
+/// prefix length is always written (`2001:db8::1/128`).
 ///
 /// ```
 /// use couchmail_render::Cidr;
@@ -266,42 +274,28 @@ fn is_reply_pattern(pattern: &str) -> bool {
 /// assert!(err.contains("192.0.2.0/24"), "{err}");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix_len: u8,
-}
+pub struct Cidr(IpNetwork);
 
 impl Cidr {
     /// The network's first address.
     pub fn network(&self) -> IpAddr {
-        self.network
+        self.0.address()
     }
 
     /// The prefix length, 0 to 32 for IPv4 and 0 to 128 for IPv6.
     pub fn prefix_len(&self) -> u8 {
-        self.prefix_len
+        self.0.prefix_len()
     }
 
-    /// Whether `address` lies inside the network.
+    /// Whether `address` lies inside the network (an IPv4-mapped IPv6 address counting as IPv4).
     pub fn contains(&self, address: IpAddr) -> bool {
-        match (self.network, address) {
-            (IpAddr::V4(network), IpAddr::V4(address)) => {
-                mask_v4(u32::from(address), self.prefix_len) == u32::from(network)
-            }
-            (IpAddr::V6(network), IpAddr::V6(address)) => {
-                mask_v6(u128::from(address), self.prefix_len) == u128::from(network)
-            }
-            _ => false,
-        }
+        self.0.contains(address)
     }
-}
 
-fn mask_v4(address: u32, prefix_len: u8) -> u32 {
-    address.checked_shr(32 - u32::from(prefix_len)).map_or(0, |high| high << (32 - u32::from(prefix_len)))
-}
-
-fn mask_v6(address: u128, prefix_len: u8) -> u128 {
-    address.checked_shr(128 - u32::from(prefix_len)).map_or(0, |high| high << (128 - u32::from(prefix_len)))
+    /// The network in the model's terms.
+    pub fn ip_network(&self) -> IpNetwork {
+        self.0
+    }
 }
 
 impl FromStr for Cidr {
@@ -314,35 +308,28 @@ impl FromStr for Cidr {
             None => (input, None),
         };
         let address = address.trim_start_matches('[').trim_end_matches(']');
-        let address: IpAddr = address.parse().map_err(|_| {
+        let host: IpAddr = address.parse().map_err(|_| {
             error("write an IP address or a network such as \"192.0.2.0/24\" or \"2001:db8::/32\"".to_owned())
         })?;
-        let max_len = if address.is_ipv4() { 32 } else { 128 };
-        let prefix_len = match prefix_len {
-            None => max_len,
-            Some(text) => text
-                .parse::<u8>()
-                .ok()
-                .filter(|prefix_len| *prefix_len <= max_len)
-                .ok_or_else(|| error(format!("the prefix length after `/` must be 0 to {max_len}")))?,
+        let unbracketed = match prefix_len {
+            Some(prefix_len) => format!("{address}/{prefix_len}"),
+            None => address.to_owned(),
         };
-        let network = match address {
-            IpAddr::V4(v4) => IpAddr::V4(mask_v4(u32::from(v4), prefix_len).into()),
-            IpAddr::V6(v6) => IpAddr::V6(mask_v6(u128::from(v6), prefix_len).into()),
-        };
-        if network != address {
+        let network = IpNetwork::parse(&unbracketed).map_err(|err| error(err.message))?;
+        if network.address() != host {
             return Err(error(format!(
-                "the address has bits set beyond the /{prefix_len} prefix, which Postfix skips: write \
-                 \"{network}/{prefix_len}\""
+                "the address has bits set beyond the /{} prefix, which Postfix skips: write \"{}\"",
+                network.prefix_len(),
+                network.to_cidr_string()
             )));
         }
-        Ok(Cidr { network, prefix_len })
+        Ok(Cidr(network))
     }
 }
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix_len)
+        f.write_str(&self.0.to_cidr_string())
     }
 }
 
