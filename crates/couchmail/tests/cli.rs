@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly on an unexpected error")]
 
 mod cli {
+    mod api_https;
     mod couchdb;
     mod policy;
     pub mod transfer;
