@@ -16,11 +16,10 @@ use couchmail_store::Rev;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
 use crate::access::{Action, Resource};
-use crate::ui::forms::{Outcome, after_write, invalid};
+use crate::ui::forms::{Outcome, after_removal, after_write, id_error, invalid, unchanged_since_drawn};
 use crate::ui::mailboxes::readable_domains;
-use crate::ui::page::{safe_next, ser, url_encode};
+use crate::ui::page::{no_such, safe_next, ser, url_encode};
 use crate::ui::{SessionUser, UiError, UiState, paging, render};
 
 /// The routes of this page group.
@@ -51,7 +50,7 @@ async fn list(
     let snapshot = state.api.index.snapshot();
     let keys: Vec<String> = snapshot
         .aliases()
-        .filter(|alias| domains.as_ref().is_none_or(|domains| domains.contains(alias.domain())))
+        .filter(|alias| domains.contains(alias.domain()))
         .map(|alias| alias.key().to_owned())
         .collect();
     let page = paging::page(keys, &query);
@@ -61,7 +60,7 @@ async fn list(
         .filter_map(|key| snapshot.alias(key))
         .map(|alias| AliasRow {
             key: alias.key().to_owned(),
-            href: format!("/aliases/{}", url_encode(alias.key())),
+            href: href(alias.key()),
             catch_all: alias.is_catch_all(),
             active: alias.is_active(),
             targets: alias.targets().map(str::to_owned).collect(),
@@ -126,7 +125,7 @@ async fn create(
         let targets = parse_targets(&form.targets)?;
         let n_targets = targets.len();
         let alias = Alias { key: key.clone(), targets, active: true };
-        state.api.directory.create(&Document::Alias(alias)).await.map_err(key_error)?;
+        state.api.directory.create(&Document::Alias(alias)).await.map_err(id_error("key"))?;
         state.wait_for_index(|snapshot| snapshot.alias(&key.to_string()).is_some()).await;
         Ok(format!("Alias {key} created, forwarding to {n_targets} address(es)."))
     }
@@ -134,26 +133,24 @@ async fn create(
     after_write(&state, &user, outcome, &back)
 }
 
-fn key_error(err: couchmail_directory::Error) -> UiError {
-    match Error::from(err) {
-        Error::Invalid { message, field: Some(field) } if field == "_id" => invalid("key", message),
-        Error::Conflict(_) => invalid("key", "exists already"),
-        other => UiError::Api(other),
-    }
-}
-
+/// Parses the alias of a path, answering 404 for nonsense.
 fn path_key(text: &str) -> Result<AliasKey, UiError> {
-    AliasKey::parse(text).map_err(|_| UiError::Api(Error::NotFound(format!("there is no alias `{text}`"))))
+    AliasKey::parse(text).map_err(|_| no_such("alias", text))
 }
 
+/// The page of the alias `key`.
+fn href(key: &str) -> String {
+    format!("/aliases/{}", url_encode(key))
+}
+
+/// Reads an alias with its revision.
 async fn read(state: &UiState, key: &AliasKey) -> Result<(Alias, Rev), UiError> {
-    match state.api.directory.get(&DocKind::Alias.id(key)).await? {
-        Some(entry) => match entry.doc {
-            Document::Alias(alias) => Ok((alias, entry.rev)),
-            _ => Err(UiError::Api(Error::NotFound(format!("there is no alias `{key}`")))),
-        },
-        None => Err(UiError::Api(Error::NotFound(format!("there is no alias `{key}`")))),
-    }
+    state
+        .read(DocKind::Alias, key, "alias", |doc| match doc {
+            Document::Alias(alias) => Some(alias),
+            _ => None,
+        })
+        .await
 }
 
 /// `GET /aliases/{key}`.
@@ -169,7 +166,7 @@ async fn show(State(state): State<UiState>, user: SessionUser, Path(key): Path<S
             nav => "aliases",
             key => key.to_string(),
             domain => key.domain().to_string(),
-            href => format!("/aliases/{}", url_encode(&key.to_string())),
+            href => href(&key.to_string()),
             rev => rev.to_string(),
             catch_all => key.to_string().starts_with('@'),
             active => alias.active,
@@ -196,16 +193,11 @@ async fn update(
 ) -> Result<Response, UiError> {
     let key = path_key(&key)?;
     user.principal.authorize(Action::Write, &Resource::Alias(&key))?;
-    let back = format!("/aliases/{}", url_encode(&key.to_string()));
+    let back = href(&key.to_string());
     let outcome: Outcome = async {
         let targets = parse_targets(&form.targets)?;
-        let expected = Rev(form.rev.clone());
         let (_, rev) = read(&state, &key).await?;
-        if rev != expected {
-            return Err(UiError::Api(Error::Conflict(format!(
-                "alias `{key}` was changed since this page was drawn; look at it again and redo the change"
-            ))));
-        }
+        unchanged_since_drawn(format_args!("alias `{key}`"), &rev, &form.rev)?;
         let alias = Alias { key: key.clone(), targets, active: form.active.is_some() };
         state.api.directory.update(&Document::Alias(alias), &rev).await?;
         Ok(format!("Alias {key} saved."))
@@ -225,10 +217,6 @@ async fn remove(State(state): State<UiState>, user: SessionUser, Path(key): Path
         Ok(format!("Alias {key} removed."))
     }
     .await;
-    let back = if outcome.is_ok() {
-        format!("/aliases?domain={}", url_encode(key.domain().as_str()))
-    } else {
-        format!("/aliases/{}", url_encode(&key.to_string()))
-    };
-    after_write(&state, &user, outcome, &back)
+    let list = format!("/aliases?domain={}", url_encode(key.domain().as_str()));
+    after_removal(&state, &user, outcome, &list, &href(&key.to_string()))
 }

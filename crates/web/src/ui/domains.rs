@@ -20,12 +20,13 @@ use couchmail_store::Rev;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
 use crate::access::{Action, Principal, Resource};
 use crate::ui::forms::{
-    Outcome, after_write, invalid, optional_mib, optional_number, optional_score, tristate, tristate_text,
+    Outcome, after_removal, after_write, id_error, invalid, optional_mib, optional_number, tristate,
+    unchanged_since_drawn,
 };
-use crate::ui::page::{human_bytes, ser, url_encode};
+use crate::ui::page::{human_bytes, no_such, ser, url_encode};
+use crate::ui::policy::{PolicyForm, PolicyView, sending_limits_differ};
 use crate::ui::{SessionUser, UiError, UiState, paging, render};
 
 /// The routes of this page group.
@@ -85,7 +86,7 @@ async fn list(
             unicode: DomainName::parse(domain.name()).map(|name| name.to_unicode()).unwrap_or_default(),
             active: domain.is_active(),
             mailboxes: counts.get(domain.name()).copied().unwrap_or(0),
-            href: format!("/domains/{}", url_encode(domain.name())),
+            href: href(domain.name()),
         })
         .collect();
     Ok(render(
@@ -128,7 +129,7 @@ async fn create(
             max_mailboxes: None,
             policy: PolicySettings::default(),
         };
-        state.api.directory.create(&Document::Domain(domain)).await.map_err(name_error)?;
+        state.api.directory.create(&Document::Domain(domain)).await.map_err(id_error("name"))?;
         state.wait_for_index(|snapshot| snapshot.domain(name.as_str()).is_some()).await;
         Ok(format!("Domain {name} created."))
     }
@@ -136,33 +137,24 @@ async fn create(
     after_write(&state, &user, outcome, "/domains")
 }
 
-/// Maps the directory's `_id` errors to the form's `name` field.
-fn name_error(err: couchmail_directory::Error) -> UiError {
-    match Error::from(err) {
-        Error::Invalid { message, field: Some(field) } if field == "_id" => invalid("name", message),
-        Error::Conflict(_) => invalid("name", "exists already"),
-        other => UiError::Api(other),
-    }
-}
-
 /// Reads a domain with its revision.
 async fn read(state: &UiState, name: &DomainName) -> Result<(Domain, Rev), UiError> {
-    match state.api.directory.get(&DocKind::Domain.id(name)).await? {
-        Some(entry) => match entry.doc {
-            Document::Domain(domain) => Ok((domain, entry.rev)),
-            _ => Err(not_found(name)),
-        },
-        None => Err(not_found(name)),
-    }
-}
-
-fn not_found(name: &DomainName) -> UiError {
-    UiError::Api(Error::NotFound(format!("there is no domain `{name}`")))
+    state
+        .read(DocKind::Domain, name, "domain", |doc| match doc {
+            Document::Domain(domain) => Some(domain),
+            _ => None,
+        })
+        .await
 }
 
 /// Parses the domain of a path, answering 404 (not 400) for nonsense, as for any unknown page.
 fn path_domain(text: &str) -> Result<DomainName, UiError> {
-    DomainName::parse(text).map_err(|_| UiError::Api(Error::NotFound(format!("there is no domain `{text}`"))))
+    DomainName::parse(text).map_err(|_| no_such("domain", text))
+}
+
+/// The page of the domain `name`.
+pub(crate) fn href(name: &str) -> String {
+    format!("/domains/{}", url_encode(name))
 }
 
 /// `GET /domains/{domain}`: settings, limits, domain aliases.
@@ -182,7 +174,6 @@ async fn show(
         .collect();
     aliases.sort();
     let mailboxes = snapshot.mailboxes().filter(|mailbox| mailbox.domain() == name.as_str()).count();
-    let policy = domain.policy;
     Ok(render(
         Some(&user),
         "domain.html",
@@ -191,7 +182,7 @@ async fn show(
             nav => "domains",
             name => name.to_string(),
             unicode => name.to_unicode(),
-            href => format!("/domains/{}", url_encode(name.as_str())),
+            href => href(name.as_str()),
             enc => url_encode(name.as_str()),
             rev => rev.to_string(),
             active => domain.active,
@@ -199,14 +190,10 @@ async fn show(
             quota_default_mib => domain.quota_default.map(|bytes| bytes >> 20),
             quota_default => domain.quota_default.map(human_bytes),
             max_mailboxes => domain.max_mailboxes,
-            greylisting => tristate_text(policy.greylisting),
-            spam_threshold => policy.spam_threshold.map(|score| score.to_string()),
-            spam_reject => policy.spam_reject.map(|score| score.to_string()),
-            messages_per_hour => policy.messages_per_hour,
-            recipients_per_hour => policy.recipients_per_hour,
             aliases => aliases,
             may_limits => user.principal.may(Action::Write, &Resource::DomainLimits(&name)),
             may_remove => user.principal.may(Action::Write, &Resource::Installation),
+            ..ser(&PolicyView::from(&domain.policy)),
         },
     ))
 }
@@ -219,16 +206,8 @@ struct SettingsForm {
     quota_default_mib: String,
     #[serde(default)]
     max_mailboxes: Option<String>,
-    #[serde(default)]
-    greylisting: String,
-    #[serde(default)]
-    spam_threshold: String,
-    #[serde(default)]
-    spam_reject: String,
-    #[serde(default)]
-    messages_per_hour: Option<String>,
-    #[serde(default)]
-    recipients_per_hour: Option<String>,
+    #[serde(flatten)]
+    policy: PolicyForm,
 }
 
 /// `POST /domains/{domain}/settings`: quota default, greylisting, spam thresholds and (admin) limits.
@@ -240,33 +219,18 @@ async fn update(
 ) -> Result<Response, UiError> {
     let name = path_domain(&domain)?;
     user.principal.authorize(Action::Write, &Resource::Domain(&name))?;
-    let back = format!("/domains/{}", url_encode(name.as_str()));
+    let back = href(name.as_str());
     let outcome: Outcome = async {
         let (current, rev) = read(&state, &name).await?;
-        if rev.to_string() != form.rev {
-            return Err(UiError::Api(Error::Conflict(format!(
-                "domain `{name}` was changed since this page was drawn; look at it again and redo the change"
-            ))));
-        }
+        unchanged_since_drawn(format_args!("domain `{name}`"), &rev, &form.rev)?;
         let mut domain = current.clone();
         domain.quota_default = optional_mib("quota_default_mib", &form.quota_default_mib)?;
-        domain.policy.greylisting = tristate("greylisting", &form.greylisting)?;
-        domain.policy.spam_threshold = optional_score("spam_threshold", &form.spam_threshold)?;
-        domain.policy.spam_reject = optional_score("spam_reject", &form.spam_reject)?;
+        form.policy.apply(&mut domain.policy)?;
         // Limits are only in the form for those who may change them; absent fields keep their value.
         if let Some(text) = &form.max_mailboxes {
             domain.max_mailboxes = optional_number("max_mailboxes", text)?;
         }
-        if let Some(text) = &form.messages_per_hour {
-            domain.policy.messages_per_hour = optional_number("messages_per_hour", text)?;
-        }
-        if let Some(text) = &form.recipients_per_hour {
-            domain.policy.recipients_per_hour = optional_number("recipients_per_hour", text)?;
-        }
-        if domain.max_mailboxes != current.max_mailboxes
-            || domain.policy.messages_per_hour != current.policy.messages_per_hour
-            || domain.policy.recipients_per_hour != current.policy.recipients_per_hour
-        {
+        if domain.max_mailboxes != current.max_mailboxes || sending_limits_differ(&domain.policy, &current.policy) {
             user.principal.authorize(Action::Write, &Resource::DomainLimits(&name))?;
         }
         state.api.directory.update(&Document::Domain(domain), &rev).await?;
@@ -291,7 +255,7 @@ async fn set_active(
 ) -> Result<Response, UiError> {
     let name = path_domain(&domain)?;
     user.principal.authorize(Action::Write, &Resource::DomainLimits(&name))?;
-    let back = format!("/domains/{}", url_encode(name.as_str()));
+    let back = href(name.as_str());
     let outcome: Outcome = async {
         let active = tristate("active", &form.active)?.ok_or_else(|| invalid("active", "say on or off"))?;
         let (mut domain, rev) = read(&state, &name).await?;
@@ -334,10 +298,7 @@ async fn remove(
         Ok(format!("Domain {name} removed ({} documents).", removed.len()))
     }
     .await;
-    match outcome {
-        Ok(_) => after_write(&state, &user, outcome, "/domains"),
-        Err(_) => after_write(&state, &user, outcome, &format!("/domains/{}", url_encode(name.as_str()))),
-    }
+    after_removal(&state, &user, outcome, "/domains", &href(name.as_str()))
 }
 
 /// The domain alias form.
@@ -355,11 +316,11 @@ async fn add_alias(
 ) -> Result<Response, UiError> {
     let target = path_domain(&domain)?;
     user.principal.authorize(Action::Write, &Resource::DomainAlias { target: &target })?;
-    let back = format!("/domains/{}", url_encode(target.as_str()));
+    let back = href(target.as_str());
     let outcome: Outcome = async {
         let name = DomainName::parse(form.name.trim()).map_err(|err| invalid("name", err.message))?;
         let alias = DomainAlias { name: name.clone(), target: target.clone() };
-        state.api.directory.create(&Document::DomainAlias(alias)).await.map_err(name_error)?;
+        state.api.directory.create(&Document::DomainAlias(alias)).await.map_err(id_error("name"))?;
         state.wait_for_index(|snapshot| snapshot.alias_domain(name.as_str()).is_some()).await;
         Ok(format!("{name} is now another name for {target}."))
     }
@@ -374,16 +335,16 @@ async fn remove_alias(
     Path(name): Path<String>,
 ) -> Result<Response, UiError> {
     let name = path_domain(&name)?;
-    let Some(entry) = state.api.directory.get(&DocKind::DomainAlias.id(&name)).await? else {
-        return Err(UiError::Api(Error::NotFound(format!("there is no domain alias `{name}`"))));
-    };
-    let Document::DomainAlias(alias) = entry.doc else {
-        return Err(UiError::Api(Error::NotFound(format!("there is no domain alias `{name}`"))));
-    };
+    let (alias, rev) = state
+        .read(DocKind::DomainAlias, &name, "domain alias", |doc| match doc {
+            Document::DomainAlias(alias) => Some(alias),
+            _ => None,
+        })
+        .await?;
     user.principal.authorize(Action::Write, &Resource::DomainAlias { target: &alias.target })?;
-    let back = format!("/domains/{}", url_encode(alias.target.as_str()));
+    let back = href(alias.target.as_str());
     let outcome: Outcome = async {
-        state.api.directory.remove(&DocKind::DomainAlias.id(&name), Some(&entry.rev), Cascade::Refuse).await?;
+        state.api.directory.remove(&DocKind::DomainAlias.id(&name), Some(&rev), Cascade::Refuse).await?;
         state.wait_for_index(|snapshot| snapshot.alias_domain(name.as_str()).is_none()).await;
         Ok(format!("Domain alias {name} removed."))
     }

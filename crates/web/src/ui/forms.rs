@@ -7,8 +7,11 @@
 //! authority (403), a store that is down (503) and bugs (500) are error
 //! pages of their own.
 
+use std::fmt;
+
 use axum::response::{IntoResponse, Redirect, Response};
 use couchmail_model::SpamScore;
+use couchmail_store::Rev;
 
 use crate::Error;
 use crate::ui::session::Flash;
@@ -34,6 +37,39 @@ pub(crate) fn after_write(
         Err(other) => return Err(other),
     }
     Ok(Redirect::to(back).into_response())
+}
+
+/// Flashes `outcome` of a removal and redirects to `list` when the document is gone, else back to `item`.
+pub(crate) fn after_removal(
+    state: &UiState,
+    user: &SessionUser,
+    outcome: Outcome,
+    list: &str,
+    item: &str,
+) -> Result<Response, UiError> {
+    let back = if outcome.is_ok() { list } else { item };
+    after_write(state, user, outcome, back)
+}
+
+/// Maps the directory's errors about a new document's `_id` to the form's `field`, where its key was typed:
+/// malformed, or taken already.
+pub(crate) fn id_error(field: &'static str) -> impl Fn(couchmail_directory::Error) -> UiError {
+    move |err| match Error::from(err) {
+        Error::Invalid { message, field: Some(id) } if id == "_id" => invalid(field, message),
+        Error::Conflict(_) => invalid(field, "exists already"),
+        other => UiError::Api(other),
+    }
+}
+
+/// Refuses to write over `what` when its revision is no longer `drawn`, the one its form was drawn from, so that
+/// of two people editing at once the second is told instead of undoing the first one's change.
+pub(crate) fn unchanged_since_drawn(what: impl fmt::Display, current: &Rev, drawn: &str) -> Result<(), UiError> {
+    if current.0 == drawn {
+        return Ok(());
+    }
+    Err(UiError::Api(Error::Conflict(format!(
+        "{what} was changed since this page was drawn; look at it again and redo the change"
+    ))))
 }
 
 /// An error as a sentence for a person, naming the field.

@@ -110,26 +110,19 @@ async fn list(
         .await?
         .into_iter()
         .filter_map(|entry| match entry.doc {
-            Document::Invitation(invitation)
-                if domains.as_ref().is_none_or(|domains| domains.contains(invitation.domain.as_str())) =>
-            {
-                Some(InvitationRow {
-                    state: state_of(&invitation, now),
-                    expires: utc(invitation.expires),
-                    id: invitation.id,
-                    domain: invitation.domain.to_string(),
-                    created_by: invitation.created_by.map(|address| address.to_string()),
-                    used_by: invitation.used_by.map(|address| address.to_string()),
-                    note: invitation.note,
-                })
-            }
+            Document::Invitation(invitation) if domains.contains(invitation.domain.as_str()) => Some(InvitationRow {
+                state: state_of(&invitation, now),
+                expires: utc(invitation.expires),
+                id: invitation.id,
+                domain: invitation.domain.to_string(),
+                created_by: invitation.created_by.map(|address| address.to_string()),
+                used_by: invitation.used_by.map(|address| address.to_string()),
+                note: invitation.note,
+            }),
             _ => None,
         })
         .collect();
-    let choices: Vec<String> = match &domains {
-        Some(domains) => domains.iter().cloned().collect(),
-        None => Vec::new(),
-    };
+    let choices = domains.named();
     Ok(render(
         Some(&user),
         "invitations.html",

@@ -20,13 +20,11 @@ use couchmail_model::{Address, DocKind, Document, DomainName, Mailbox, Password,
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
 use crate::access::{Action, Principal, Resource};
-use crate::ui::forms::{
-    Outcome, after_write, invalid, optional_mib, optional_number, optional_score, tristate, tristate_text,
-};
+use crate::ui::forms::{Outcome, after_removal, after_write, id_error, invalid, optional_mib, unchanged_since_drawn};
 use crate::ui::me::{hash, read_mailbox};
-use crate::ui::page::{human_bytes, ser, url_encode};
+use crate::ui::page::{human_bytes, no_such, ser, url_encode};
+use crate::ui::policy::{PolicyForm, PolicyView, sending_limits_differ};
 use crate::ui::{SessionUser, UiError, UiState, paging, render};
 
 /// The routes of this page group.
@@ -40,22 +38,36 @@ pub(crate) fn routes() -> Router<UiState> {
         .route("/mailboxes/{address}/delete", post(remove))
 }
 
-/// The domains whose contents a principal may list, or `None` for all.
-pub(crate) fn readable_domains(
-    principal: &Principal,
-    asked: Option<&str>,
-) -> Result<Option<BTreeSet<String>>, UiError> {
+/// The domains whose contents a principal may list: all of them, or these.
+pub(crate) struct ReadableDomains(Option<BTreeSet<String>>);
+
+impl ReadableDomains {
+    /// Whether the contents of `domain` may be listed.
+    pub(crate) fn contains(&self, domain: &str) -> bool {
+        self.0.as_ref().is_none_or(|domains| domains.contains(domain))
+    }
+
+    /// The domains named, in order; none when all may be listed.
+    pub(crate) fn named(&self) -> Vec<String> {
+        self.0.iter().flatten().cloned().collect()
+    }
+}
+
+/// The domains whose contents a principal may list: `asked` alone when given (if the principal may).
+pub(crate) fn readable_domains(principal: &Principal, asked: Option<&str>) -> Result<ReadableDomains, UiError> {
     if let Some(text) = asked {
         let domain = DomainName::parse(text).map_err(|err| invalid("domain", err.message))?;
         principal.authorize(Action::Read, &Resource::DomainContents(&domain))?;
-        return Ok(Some([domain.to_string()].into()));
+        return Ok(ReadableDomains(Some([domain.to_string()].into())));
     }
     match principal {
-        Principal::Admin { .. } => Ok(None),
-        Principal::DomainAdmin { domains, .. } => Ok(Some(domains.iter().map(ToString::to_string).collect())),
+        Principal::Admin { .. } => Ok(ReadableDomains(None)),
+        Principal::DomainAdmin { domains, .. } => {
+            Ok(ReadableDomains(Some(domains.iter().map(ToString::to_string).collect())))
+        }
         Principal::User { .. } => {
             principal.authorize(Action::Read, &Resource::Installation)?;
-            Ok(Some(BTreeSet::new()))
+            Ok(ReadableDomains(Some(BTreeSet::new())))
         }
     }
 }
@@ -80,7 +92,7 @@ async fn list(
     let snapshot = state.api.index.snapshot();
     let keys: Vec<String> = snapshot
         .mailboxes()
-        .filter(|mailbox| domains.as_ref().is_none_or(|domains| domains.contains(mailbox.domain())))
+        .filter(|mailbox| domains.contains(mailbox.domain()))
         .map(|mailbox| mailbox.address().to_owned())
         .collect();
     let page = paging::page(keys, &query);
@@ -90,7 +102,7 @@ async fn list(
         .filter_map(|address| snapshot.mailbox(address))
         .map(|mailbox| MailboxRow {
             address: mailbox.address().to_owned(),
-            href: format!("/mailboxes/{}", url_encode(mailbox.address())),
+            href: href(mailbox.address()),
             active: mailbox.is_active(),
             quota: snapshot.mailbox_quota(mailbox.address()).map(human_bytes),
             roles: mailbox.roles().iter().map(ToString::to_string).collect(),
@@ -159,7 +171,7 @@ async fn create(
             sieve_active: None,
             policy: PolicySettings::default(),
         };
-        state.api.directory.create(&Document::Mailbox(mailbox)).await.map_err(address_error)?;
+        state.api.directory.create(&Document::Mailbox(mailbox)).await.map_err(id_error("address"))?;
         state.wait_for_index(|snapshot| snapshot.mailbox(&address.to_string()).is_some()).await;
         Ok(format!("Mailbox {address} created."))
     }
@@ -167,22 +179,14 @@ async fn create(
     after_write(&state, &user, outcome, &back)
 }
 
-/// Maps the directory's `_id` errors to the form's `address` field.
-fn address_error(err: couchmail_directory::Error) -> UiError {
-    match Error::from(err) {
-        Error::Invalid { message, field: Some(field) } if field == "_id" => invalid("address", message),
-        Error::Conflict(_) => invalid("address", "exists already"),
-        other => UiError::Api(other),
-    }
-}
-
 /// Parses the address of a path, answering 404 for nonsense.
 fn path_address(text: &str) -> Result<Address, UiError> {
-    Address::parse(text).map_err(|_| UiError::Api(Error::NotFound(format!("there is no mailbox `{text}`"))))
+    Address::parse(text).map_err(|_| no_such("mailbox", text))
 }
 
-fn href(address: &Address) -> String {
-    format!("/mailboxes/{}", url_encode(&address.to_string()))
+/// The page of the mailbox `address`.
+pub(crate) fn href(address: &str) -> String {
+    format!("/mailboxes/{}", url_encode(address))
 }
 
 /// `GET /mailboxes/{address}`.
@@ -194,7 +198,6 @@ async fn show(
     let address = path_address(&address)?;
     user.principal.authorize(Action::Read, &Resource::Mailbox(&address))?;
     let (mailbox, rev) = read_mailbox(&state, &address).await?;
-    let policy = mailbox.policy;
     let may_write = user.principal.may(Action::Write, &Resource::Account { address: &address, roles: &mailbox.roles });
     let grantable: Vec<String> = match &user.principal {
         Principal::Admin { .. } => Vec::new(),
@@ -211,18 +214,13 @@ async fn show(
             nav => "mailboxes",
             address => address.to_string(),
             domain => address.domain().to_string(),
-            href => href(&address),
+            href => href(&address.to_string()),
             rev => rev.to_string(),
             name => mailbox.name,
             active => mailbox.active,
             has_password => mailbox.password.is_some(),
             quota_mib => mailbox.quota_bytes.map(|bytes| bytes >> 20),
             roles => mailbox.roles.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
-            greylisting => tristate_text(policy.greylisting),
-            spam_threshold => policy.spam_threshold.map(|score| score.to_string()),
-            spam_reject => policy.spam_reject.map(|score| score.to_string()),
-            messages_per_hour => policy.messages_per_hour,
-            recipients_per_hour => policy.recipients_per_hour,
             may_write => may_write,
             may_limits => may_write && user.principal.may(Action::Write, &Resource::MailboxLimits(&address)),
             may_remove => may_write && user.principal.may(Action::Write, &Resource::DomainContents(address.domain())),
@@ -230,6 +228,7 @@ async fn show(
             is_admin => matches!(user.principal, Principal::Admin { .. }),
             grantable => grantable,
             listings_href => format!("/listings?scope={}", url_encode(&format!("mailbox:{address}"))),
+            ..ser(&PolicyView::from(&mailbox.policy)),
         },
     ))
 }
@@ -244,16 +243,8 @@ struct SettingsForm {
     quota_mib: Option<String>,
     #[serde(default)]
     active: Option<String>,
-    #[serde(default)]
-    greylisting: String,
-    #[serde(default)]
-    spam_threshold: String,
-    #[serde(default)]
-    spam_reject: String,
-    #[serde(default)]
-    messages_per_hour: Option<String>,
-    #[serde(default)]
-    recipients_per_hour: Option<String>,
+    #[serde(flatten)]
+    policy: PolicyForm,
 }
 
 /// `POST /mailboxes/{address}/settings`.
@@ -265,20 +256,14 @@ async fn update(
 ) -> Result<Response, UiError> {
     let address = path_address(&address)?;
     user.principal.authorize(Action::Write, &Resource::Mailbox(&address))?;
-    let back = href(&address);
+    let back = href(&address.to_string());
     let outcome: Outcome = async {
         let (current, rev) = read_mailbox(&state, &address).await?;
         user.principal.authorize(Action::Write, &Resource::Account { address: &address, roles: &current.roles })?;
-        if rev.to_string() != form.rev {
-            return Err(UiError::Api(Error::Conflict(format!(
-                "mailbox `{address}` was changed since this page was drawn; look at it again and redo the change"
-            ))));
-        }
+        unchanged_since_drawn(format_args!("mailbox `{address}`"), &rev, &form.rev)?;
         let mut mailbox = current.clone();
         mailbox.name = form.name.trim().to_owned();
-        mailbox.policy.greylisting = tristate("greylisting", &form.greylisting)?;
-        mailbox.policy.spam_threshold = optional_score("spam_threshold", &form.spam_threshold)?;
-        mailbox.policy.spam_reject = optional_score("spam_reject", &form.spam_reject)?;
+        form.policy.apply(&mut mailbox.policy)?;
         // Limits are in the form only for those who may change them; absent fields keep their value.
         if let Some(text) = &form.quota_mib {
             mailbox.quota_bytes = optional_mib("quota_mib", text)?;
@@ -286,16 +271,9 @@ async fn update(
         if form.quota_mib.is_some() {
             mailbox.active = form.active.is_some();
         }
-        if let Some(text) = &form.messages_per_hour {
-            mailbox.policy.messages_per_hour = optional_number("messages_per_hour", text)?;
-        }
-        if let Some(text) = &form.recipients_per_hour {
-            mailbox.policy.recipients_per_hour = optional_number("recipients_per_hour", text)?;
-        }
         if mailbox.quota_bytes != current.quota_bytes
             || mailbox.active != current.active
-            || mailbox.policy.messages_per_hour != current.policy.messages_per_hour
-            || mailbox.policy.recipients_per_hour != current.policy.recipients_per_hour
+            || sending_limits_differ(&mailbox.policy, &current.policy)
         {
             user.principal.authorize(Action::Write, &Resource::MailboxLimits(&address))?;
         }
@@ -326,7 +304,7 @@ async fn reset_password(
 ) -> Result<Response, UiError> {
     let address = path_address(&address)?;
     user.principal.authorize(Action::Write, &Resource::Mailbox(&address))?;
-    let back = href(&address);
+    let back = href(&address.to_string());
     let outcome: Outcome = async {
         let password = Password::new(form.password).map_err(|err| invalid("password", err.message))?;
         let (mut mailbox, rev) = read_mailbox(&state, &address).await?;
@@ -357,7 +335,7 @@ async fn set_roles(
 ) -> Result<Response, UiError> {
     let address = path_address(&address)?;
     user.principal.authorize(Action::Write, &Resource::Mailbox(&address))?;
-    let back = href(&address);
+    let back = href(&address.to_string());
     let outcome: Outcome = async {
         let mut roles: Vec<Role> = Vec::new();
         for text in form.roles.split([' ', ',', '\n', '\r', '\t']).filter(|text| !text.is_empty()) {
@@ -414,10 +392,6 @@ async fn remove(
         Ok(format!("Mailbox {address} removed."))
     }
     .await;
-    let back = if outcome.is_ok() {
-        format!("/mailboxes?domain={}", url_encode(address.domain().as_str()))
-    } else {
-        href(&address)
-    };
-    after_write(&state, &user, outcome, &back)
+    let list = format!("/mailboxes?domain={}", url_encode(address.domain().as_str()));
+    after_removal(&state, &user, outcome, &list, &href(&address.to_string()))
 }

@@ -95,13 +95,12 @@ fn reaching(state: &UiState, me: &Address) -> Vec<String> {
 
 /// Reads `address`'s mailbox with its revision.
 pub(crate) async fn read_mailbox(state: &UiState, address: &Address) -> Result<(Mailbox, Rev), UiError> {
-    match state.api.directory.get(&DocKind::Mailbox.id(address)).await? {
-        Some(entry) => match entry.doc {
-            Document::Mailbox(mailbox) => Ok((mailbox, entry.rev)),
-            _ => Err(UiError::Api(Error::NotFound(format!("there is no mailbox `{address}`")))),
-        },
-        None => Err(UiError::Api(Error::NotFound(format!("there is no mailbox `{address}`")))),
-    }
+    state
+        .read(DocKind::Mailbox, address, "mailbox", |doc| match doc {
+            Document::Mailbox(mailbox) => Some(mailbox),
+            _ => None,
+        })
+        .await
 }
 
 /// The password form.

@@ -76,6 +76,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::middleware;
 use axum::routing::{get, post};
+use couchmail_model::{DocKind, Document};
+use couchmail_store::Rev;
 
 use crate::ApiState;
 use crate::access::Principal;
@@ -142,6 +144,20 @@ impl UiState {
             config: Arc::new(config),
             api,
         }
+    }
+
+    /// Reads the document `kind`:`key` from the store with its revision, taken apart by `pick`; one that is
+    /// missing or of another kind is a 404 naming `what`.
+    pub(crate) async fn read<T>(
+        &self,
+        kind: DocKind,
+        key: impl std::fmt::Display,
+        what: &str,
+        pick: impl FnOnce(Document) -> Option<T>,
+    ) -> Result<(T, Rev), UiError> {
+        let entry = self.api.directory.get(&kind.id(&key)).await?.ok_or_else(|| page::no_such(what, &key))?;
+        let document = pick(entry.doc).ok_or_else(|| page::no_such(what, &key))?;
+        Ok((document, entry.rev))
     }
 
     /// Waits until the index shows `done`, at most [`UiConfig::index_wait`], so that the page a

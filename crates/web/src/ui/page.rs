@@ -59,6 +59,11 @@ pub(crate) fn url_encode(text: &str) -> String {
     out
 }
 
+/// The 404 of a page about something that does not exist: "there is no domain `example.com`".
+pub(crate) fn no_such(what: &str, name: impl std::fmt::Display) -> UiError {
+    UiError::Api(crate::Error::NotFound(format!("there is no {what} `{name}`")))
+}
+
 /// Any serialisable value as a template value.
 pub(crate) fn ser<T: serde::Serialize>(value: &T) -> Value {
     Value::from(minijinja::value::Serde(value))

@@ -321,3 +321,49 @@ async fn every_page_labels_its_fields_and_has_landmarks() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_domains_settings_form_saves_its_policy_and_refuses_a_stale_revision() {
+    let ui = Ui::start().await;
+    ui.seed([fixtures::domain("a.example")]).await;
+    ui.mailbox("root@a.example", "root-secret-1", &[Role::Admin]).await;
+    let mut admin = ui.browser();
+    admin.login("root@a.example", "root-secret-1").await.expect_redirect("/");
+    let page = "/domains/a.example";
+
+    let form = admin.get(page).await;
+    form.expect(200);
+    for id in ["domain-greylisting", "domain-spam-threshold", "domain-spam-reject", "domain-messages-per-hour"] {
+        assert!(form.body.contains(&format!("id=\"{id}\"")), "{id} missing: {}", form.body);
+    }
+    let rev_start = form.body.find("name=\"rev\" value=\"").unwrap() + "name=\"rev\" value=\"".len();
+    let stale_rev = form.body[rev_start..].split('"').next().unwrap().to_owned();
+    let csrf = form.csrf().unwrap();
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("rev", stale_rev.as_str()),
+        ("greylisting", "off"),
+        ("spam_threshold", "4.5"),
+        ("spam_reject", "12"),
+        ("messages_per_hour", "30"),
+        ("recipients_per_hour", ""),
+    ];
+    admin.post_raw("/domains/a.example/settings", &fields).await.expect_redirect(page);
+    let entry = ui.directory.get("domain:a.example").await.unwrap().unwrap();
+    let couchmail_model::Document::Domain(domain) = entry.doc else { panic!("not a domain: {:?}", entry.doc) };
+    assert_eq!(domain.policy.greylisting, Some(false));
+    assert_eq!(domain.policy.spam_threshold.map(|score| score.tenths()), Some(45));
+    assert_eq!(domain.policy.spam_reject.map(|score| score.tenths()), Some(120));
+    assert_eq!((domain.policy.messages_per_hour, domain.policy.recipients_per_hour), (Some(30), None));
+    let shown = admin.get(page).await;
+    assert!(shown.body.contains("<option value=\"off\" selected>"), "{}", shown.body);
+    assert!(shown.body.contains("value=\"4.5\""), "{}", shown.body);
+
+    // The same form again, drawn before the change: refused, and nothing changes.
+    let fields = [("csrf", csrf.as_str()), ("rev", stale_rev.as_str()), ("greylisting", "on")];
+    admin.post_raw("/domains/a.example/settings", &fields).await.expect_redirect(page);
+    assert!(admin.get(page).await.body.contains("was changed since this page was drawn"));
+    let entry = ui.directory.get("domain:a.example").await.unwrap().unwrap();
+    let couchmail_model::Document::Domain(domain) = entry.doc else { panic!("not a domain: {:?}", entry.doc) };
+    assert_eq!(domain.policy.greylisting, Some(false));
+}
