@@ -145,7 +145,7 @@ pub async fn serve_https(
     let app = router_with(state, ui).into_make_service_with_connect_info::<SocketAddr>();
     // axum gives `ConnectInfo<SocketAddr>` for a listener of its own or one wrapped by `tap_io`; the tap also
     // turns Nagle off, so that small responses are not held back waiting for an acknowledgement.
-    let listener = TlsListener::new(listener, https).tap_io(|stream: &mut TlsStream<TcpStream>| {
+    let listener = TlsListener::new(listener, local_addr, https).tap_io(|stream: &mut TlsStream<TcpStream>| {
         if let Err(err) = stream.get_ref().0.set_nodelay(true) {
             tracing::trace!(%err, "cannot set TCP_NODELAY");
         }
@@ -163,8 +163,7 @@ struct TlsListener {
 }
 
 impl TlsListener {
-    fn new(listener: TcpListener, https: HttpsConfig) -> TlsListener {
-        let local_addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    fn new(listener: TcpListener, local_addr: SocketAddr, https: HttpsConfig) -> TlsListener {
         let (sender, ready) = mpsc::channel(READY_QUEUE);
         let accept_task = tokio::spawn(accept_loop(listener, https, sender));
         TlsListener { local_addr, ready, accept_task }
