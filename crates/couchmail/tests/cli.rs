@@ -530,7 +530,8 @@ fn missing_store_directory_is_unavailable() {
 #[test]
 fn configuration_errors_exit_2_naming_the_source() {
     let env = Env::new();
-    std::fs::write(env.dir.path().join("couchmail.toml"), "[api]\nlisten = \"0.0.0.0:8080\"\n").unwrap();
+    // Plain HTTP off loopback (TLS turned off) is refused.
+    std::fs::write(env.dir.path().join("couchmail.toml"), "[api]\nlisten = \"0.0.0.0:8080\"\ntls = \"off\"\n").unwrap();
     let stderr = env.fails(&["domain", "list"], 2);
     assert!(
         stderr.contains("couchmail.toml") && stderr.contains("api.listen") && stderr.contains("127.0.0.1"),
