@@ -769,25 +769,8 @@ mod tests {
 
     #[test]
     fn the_canonical_form_reads_back() {
-        let script = "# couchmail-rules v1\nrequire [\"fileinto\", \"mailbox\"];\n\n# rule \"Lists\"\nif allof (header :contains \"Subject\" \"X\") {\n    fileinto :create \"Folder\";\n}\n";
-        let rules = from_sieve(script).unwrap();
-        assert_eq!(
-            rules,
-            RuleSet {
-                rules: vec![Rule {
-                    name: "Lists".to_owned(),
-                    enabled: true,
-                    matching: Matching::All,
-                    conditions: vec![Condition::Header {
-                        headers: vec!["Subject".to_owned()],
-                        match_type: MatchType::Contains,
-                        value: "X".to_owned(),
-                        not: false,
-                    }],
-                    actions: vec![Action::Fileinto { folder: "Folder".to_owned(), create: true }],
-                }]
-            }
-        );
+        let script = "# couchmail-rules v1\nrequire [\"fileinto\", \"mailbox\"];\n\n# rule \"To folder\"\nif allof (header :contains \"Subject\" \"X\") {\n    fileinto :create \"Folder\";\n}\n";
+        assert_eq!(from_sieve(script).unwrap(), RuleSet::documented_example());
     }
 
     #[test]

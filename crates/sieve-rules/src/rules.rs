@@ -16,6 +16,30 @@ pub struct RuleSet {
     pub rules: Vec<Rule>,
 }
 
+impl RuleSet {
+    /// The rule set docs/sieve-editor.md shows as JSON and as Sieve: one rule, "To folder", that files mail
+    /// whose `Subject` contains `X` into `Folder` (created when missing).
+    ///
+    /// The browser tests build it in the editor, and the tests of this crate and of the web UI compare what
+    /// they read or post against it, so that all of them mean the one documented rule.
+    pub fn documented_example() -> RuleSet {
+        RuleSet {
+            rules: vec![Rule {
+                name: "To folder".to_owned(),
+                enabled: true,
+                matching: Matching::All,
+                conditions: vec![Condition::Header {
+                    headers: vec!["Subject".to_owned()],
+                    match_type: MatchType::Contains,
+                    value: "X".to_owned(),
+                    not: false,
+                }],
+                actions: vec![Action::Fileinto { folder: "Folder".to_owned(), create: true }],
+            }],
+        }
+    }
+}
+
 /// One `if` block: when the conditions hold, the actions run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -229,20 +229,7 @@ fn scripts_the_editor_did_not_write_are_not_representable() {
 
 #[test]
 fn the_browser_tests_rule_is_written_as_documented() {
-    let rules = RuleSet {
-        rules: vec![Rule {
-            name: "To folder".to_owned(),
-            enabled: true,
-            matching: Matching::All,
-            conditions: vec![Condition::Header {
-                headers: vec!["Subject".to_owned()],
-                match_type: MatchType::Contains,
-                value: "X".to_owned(),
-                not: false,
-            }],
-            actions: vec![Action::Fileinto { folder: "Folder".to_owned(), create: true }],
-        }],
-    };
+    let rules = RuleSet::documented_example();
     let json = serde_json::json!({
         "rules": [{
             "name": "To folder",

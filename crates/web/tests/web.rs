@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly on an unexpected error")]
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,7 +18,7 @@ use couchmail_model::{DocKind, Document, Mailbox, Role, Token, TokenPrincipal};
 use couchmail_store::{ListOptions, RawDoc, Store};
 use couchmail_testkit::TempStore;
 use couchmail_testkit::fixtures;
-use couchmail_web::{ApiState, serve};
+use couchmail_web::{ApiState, UiConfig, serve_with};
 use reqwest::Method;
 use reqwest::header::{CONTENT_TYPE, ETAG, IF_MATCH, RETRY_AFTER, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
@@ -40,6 +41,44 @@ struct Api {
     store: TempStore,
     index: Arc<Index>,
     _stop: oneshot::Sender<()>,
+}
+
+/// The API and the web UI served on 127.0.0.1:0, with an index following the store.
+struct Server {
+    addr: SocketAddr,
+    index: Arc<Index>,
+    /// Dropping it stops the server, then the follower.
+    stop: oneshot::Sender<()>,
+}
+
+impl Server {
+    /// Serves `directory` (over `store`, which the index follows) with the web UI configured by `config`.
+    async fn start(store: Arc<dyn Store>, directory: Directory, config: UiConfig) -> Server {
+        // reqwest is built with rustls and no default crypto provider (the store picks
+        // ring for CouchDB over https), so the test client needs one installed; a second
+        // install fails harmlessly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let index = Arc::new(Index::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let state = ApiState { directory, index: index.clone() };
+        let follower_index = index.clone();
+        tokio::spawn(async move {
+            let (stop_follower, follower_stopped) = oneshot::channel::<()>();
+            let follower = tokio::spawn(couchmail_index::follow(store, follower_index, async move {
+                let _ = follower_stopped.await;
+            }));
+            serve_with(listener, state, config, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+            let _ = stop_follower.send(());
+            let _ = follower.await;
+        });
+        Server { addr, index, stop }
+    }
 }
 
 /// What a request got back.
@@ -130,33 +169,12 @@ impl Api {
     /// An API whose directory, follower and routes use `wrap` of the temporary store, so
     /// that a test can put a store that fails, or one with conflicts, in front of it.
     async fn start_with(wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>) -> Api {
-        // reqwest is built with rustls and no default crypto provider (the store picks
-        // ring for CouchDB over https), so the test client needs one installed; a second
-        // install fails harmlessly.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let store = TempStore::new().await;
         let shared: Arc<dyn Store> = wrap(store.store.clone());
         let directory = Directory::new(shared.clone());
-        let index = Arc::new(Index::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}/api/v1", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let state = ApiState { directory: directory.clone(), index: index.clone() };
-        let follower_index = index.clone();
-        tokio::spawn(async move {
-            let (stop_follower, follower_stopped) = oneshot::channel::<()>();
-            let follower = tokio::spawn(couchmail_index::follow(shared, follower_index, async move {
-                let _ = follower_stopped.await;
-            }));
-            serve(listener, state, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-            let _ = stop_follower.send(());
-            let _ = follower.await;
-        });
-        Api { base, client: reqwest::Client::new(), directory, store, index, _stop: stop }
+        let server = Server::start(shared, directory.clone(), UiConfig::default()).await;
+        let base = format!("http://{}/api/v1", server.addr);
+        Api { base, client: reqwest::Client::new(), directory, store, index: server.index, _stop: server.stop }
     }
 
     fn call(&self, method: Method, path: &str) -> Call<'_> {

@@ -73,11 +73,8 @@ async fn list(
             title => "Aliases",
             nav => "aliases",
             rows => ser(&rows),
-            q => query.q.as_deref(),
-            domain => query.domain(),
-            next => page.next_href("/aliases", &query),
-            total => page.total,
             index_ready => snapshot.is_ready(),
+            ..page.context("/aliases", &query),
         },
     ))
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::{Action, Principal, Resource};
 use crate::ui::forms::{
-    Outcome, after_removal, after_write, id_error, invalid, optional_mib, optional_number, tristate,
+    Outcome, RemoveForm, after_removal, after_write, id_error, invalid, optional_mib, optional_number, tristate,
     unchanged_since_drawn,
 };
 use crate::ui::page::{human_bytes, no_such, ser, url_encode};
@@ -96,11 +96,9 @@ async fn list(
             title => "Domains",
             nav => "domains",
             rows => ser(&rows),
-            q => query.q.as_deref(),
-            next => page.next_href("/domains", &query),
-            total => page.total,
             may_create => user.principal.may(Action::Write, &Resource::Installation),
             index_ready => snapshot.is_ready(),
+            ..page.context("/domains", &query),
         },
     ))
 }
@@ -274,13 +272,6 @@ async fn set_active(
     after_write(&state, &user, outcome, &back)
 }
 
-/// The removal form.
-#[derive(Deserialize)]
-struct RemoveForm {
-    #[serde(default)]
-    cascade: Option<String>,
-}
-
 /// `POST /domains/{domain}/delete`: removes a domain (admin only), with what hangs off it when asked.
 async fn remove(
     State(state): State<UiState>,
@@ -290,7 +281,7 @@ async fn remove(
 ) -> Result<Response, UiError> {
     let name = path_domain(&domain)?;
     user.principal.authorize(Action::Write, &Resource::Installation)?;
-    let cascade = if form.cascade.is_some() { Cascade::Remove } else { Cascade::Refuse };
+    let cascade = form.cascade();
     let outcome: Outcome = async {
         let (_, rev) = read(&state, &name).await?;
         let removed = state.api.directory.remove(&DocKind::Domain.id(&name), Some(&rev), cascade).await?;

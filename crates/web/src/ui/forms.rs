@@ -10,8 +10,10 @@
 use std::fmt;
 
 use axum::response::{IntoResponse, Redirect, Response};
+use couchmail_directory::Cascade;
 use couchmail_model::SpamScore;
 use couchmail_store::Rev;
+use serde::Deserialize;
 
 use crate::Error;
 use crate::ui::session::Flash;
@@ -49,6 +51,21 @@ pub(crate) fn after_removal(
 ) -> Result<Response, UiError> {
     let back = if outcome.is_ok() { list } else { item };
     after_write(state, user, outcome, back)
+}
+
+/// A removal form: its `cascade` box, when ticked, also removes (or takes out of aliases) what depends on the
+/// document; unticked, a removal others depend on is refused.
+#[derive(Deserialize)]
+pub(crate) struct RemoveForm {
+    #[serde(default)]
+    cascade: Option<String>,
+}
+
+impl RemoveForm {
+    /// What the directory does with dependent documents.
+    pub(crate) fn cascade(&self) -> Cascade {
+        if self.cascade.is_some() { Cascade::Remove } else { Cascade::Refuse }
+    }
 }
 
 /// Maps the directory's errors about a new document's `_id` to the form's `field`, where its key was typed:

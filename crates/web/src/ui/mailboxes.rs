@@ -15,13 +15,14 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::{get, post};
-use couchmail_directory::Cascade;
 use couchmail_model::{Address, DocKind, Document, DomainName, Mailbox, Password, PolicySettings, Role};
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use crate::access::{Action, Principal, Resource};
-use crate::ui::forms::{Outcome, after_removal, after_write, id_error, invalid, optional_mib, unchanged_since_drawn};
+use crate::ui::forms::{
+    Outcome, RemoveForm, after_removal, after_write, id_error, invalid, optional_mib, unchanged_since_drawn,
+};
 use crate::ui::me::{hash, read_mailbox};
 use crate::ui::page::{human_bytes, no_such, ser, url_encode};
 use crate::ui::policy::{PolicyForm, PolicyView, sending_limits_differ};
@@ -119,12 +120,9 @@ async fn list(
             title => "Mailboxes",
             nav => "mailboxes",
             rows => ser(&rows),
-            q => query.q.as_deref(),
-            domain => query.domain(),
-            next => page.next_href("/mailboxes", &query),
-            total => page.total,
             creatable => creatable,
             index_ready => snapshot.is_ready(),
+            ..page.context("/mailboxes", &query),
         },
     ))
 }
@@ -365,13 +363,6 @@ async fn set_roles(
     after_write(&state, &user, outcome, &back)
 }
 
-/// The removal form.
-#[derive(Deserialize)]
-struct RemoveForm {
-    #[serde(default)]
-    cascade: Option<String>,
-}
-
 /// `POST /mailboxes/{address}/delete`: removes a mailbox with its scripts and tokens; taking it out
 /// of aliases needs `cascade`.
 async fn remove(
@@ -382,7 +373,7 @@ async fn remove(
 ) -> Result<Response, UiError> {
     let address = path_address(&address)?;
     user.principal.authorize(Action::Write, &Resource::DomainContents(address.domain()))?;
-    let cascade = if form.cascade.is_some() { Cascade::Remove } else { Cascade::Refuse };
+    let cascade = form.cascade();
     let outcome: Outcome = async {
         let (mailbox, rev) = read_mailbox(&state, &address).await?;
         user.principal.authorize(Action::Write, &Resource::Account { address: &address, roles: &mailbox.roles })?;

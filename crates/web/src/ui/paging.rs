@@ -6,6 +6,7 @@
 //! and sorting tens of thousands of keys per request costs a few
 //! milliseconds and never touches the store.
 
+use minijinja::{Value, context};
 use serde::Deserialize;
 
 use crate::ui::page::url_encode;
@@ -76,6 +77,17 @@ pub(crate) fn page(keys: Vec<String>, query: &ListQuery) -> Paged {
 }
 
 impl Paged {
+    /// What every list page's template reads of the page at `base`: the search `q`, the `domain`, the `next`
+    /// page's link and the `total`.
+    pub(crate) fn context(&self, base: &str, query: &ListQuery) -> Value {
+        context! {
+            q => query.q.as_deref(),
+            domain => query.domain(),
+            next => self.next_href(base, query),
+            total => self.total,
+        }
+    }
+
     /// The link to the next page of `base`, keeping the search and the domain.
     pub(crate) fn next_href(&self, base: &str, query: &ListQuery) -> Option<String> {
         let after = self.next.as_ref()?;

@@ -599,23 +599,7 @@ mod tests {
             ("op", "save"),
         ]);
         let rules = Draft::from_fields(&posted).unwrap().to_rules().unwrap();
-        assert_eq!(
-            rules,
-            RuleSet {
-                rules: vec![Rule {
-                    name: "To folder".to_owned(),
-                    enabled: true,
-                    matching: Matching::All,
-                    conditions: vec![Condition::Header {
-                        headers: vec!["Subject".to_owned()],
-                        match_type: MatchType::Contains,
-                        value: "X".to_owned(),
-                        not: false,
-                    }],
-                    actions: vec![Action::Fileinto { folder: "Folder".to_owned(), create: true }],
-                }]
-            }
-        );
+        assert_eq!(rules, RuleSet::documented_example());
     }
 
     #[test]

@@ -17,9 +17,11 @@ use couchmail_index::Index;
 use couchmail_model::{Document, Mailbox, Password, PasswordHash, Role};
 use couchmail_testkit::TempStore;
 use couchmail_testkit::fixtures;
-use couchmail_web::{ApiState, UiConfig, serve_with};
+use couchmail_web::UiConfig;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use tokio::sync::oneshot;
+
+use crate::Server;
 
 /// A running UI with its store.
 pub(crate) struct Ui {
@@ -88,30 +90,17 @@ impl Ui {
     }
 
     pub(crate) async fn start_with(config: UiConfig) -> Ui {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        Ui::start_with_directory(config, |directory| directory).await
+    }
+
+    /// A UI whose directory is `adjust`ed first (to check scripts, say); ready once the index is.
+    pub(crate) async fn start_with_directory(config: UiConfig, adjust: impl FnOnce(Directory) -> Directory) -> Ui {
         let store = TempStore::new().await;
         let shared: Arc<dyn couchmail_store::Store> = store.store.clone();
-        let directory = Directory::new(shared.clone());
-        let index = Arc::new(Index::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let state = ApiState { directory: directory.clone(), index: index.clone() };
-        let follower_index = index.clone();
-        tokio::spawn(async move {
-            let (stop_follower, follower_stopped) = oneshot::channel::<()>();
-            let follower = tokio::spawn(couchmail_index::follow(shared, follower_index, async move {
-                let _ = follower_stopped.await;
-            }));
-            serve_with(listener, state, config, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-            let _ = stop_follower.send(());
-            let _ = follower.await;
-        });
-        let ui = Ui { base, directory, index, _store: store, _stop: stop };
+        let directory = adjust(Directory::new(shared.clone()));
+        let server = Server::start(shared, directory.clone(), config).await;
+        let base = format!("http://{}", server.addr);
+        let ui = Ui { base, directory, index: server.index, _store: store, _stop: server.stop };
         ui.index.wait_until(|snapshot| snapshot.is_ready(), Duration::from_secs(10)).await.unwrap();
         ui
     }

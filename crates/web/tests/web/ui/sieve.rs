@@ -8,15 +8,12 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use couchmail_directory::{Directory, ScriptCheck};
-use couchmail_index::Index;
+use couchmail_directory::ScriptCheck;
 use couchmail_model::{DocKind, Document, SieveName, SieveScript, ValidationError};
-use couchmail_sieve_rules::{Action, Condition, MatchType, Matching, Rule, RuleSet, to_sieve};
-use couchmail_testkit::{TempStore, fixtures};
-use couchmail_web::{ApiState, UiConfig, serve_with};
-use tokio::sync::oneshot;
+use couchmail_sieve_rules::{RuleSet, to_sieve};
+use couchmail_testkit::fixtures;
+use couchmail_web::UiConfig;
 
 use super::{Browser, Ui};
 
@@ -47,31 +44,9 @@ impl ScriptCheck for BogusCheck {
 
 /// A UI whose directory checks scripts with [`BogusCheck`], with alice and bob in a.example.
 async fn ui_with_alice() -> Ui {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let store = TempStore::new().await;
-    let shared: Arc<dyn couchmail_store::Store> = store.store.clone();
-    let directory = Directory::new(shared.clone()).with_script_check(Arc::new(BogusCheck));
-    let index = Arc::new(Index::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let state = ApiState { directory: directory.clone(), index: index.clone() };
-    let follower_index = index.clone();
-    tokio::spawn(async move {
-        let (stop_follower, follower_stopped) = oneshot::channel::<()>();
-        let follower = tokio::spawn(couchmail_index::follow(shared, follower_index, async move {
-            let _ = follower_stopped.await;
-        }));
-        serve_with(listener, state, UiConfig::default(), async move {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-        let _ = stop_follower.send(());
-        let _ = follower.await;
-    });
-    let ui = Ui { base, directory, index, _store: store, _stop: stop };
-    ui.index.wait_until(|snapshot| snapshot.is_ready(), Duration::from_secs(10)).await.unwrap();
+    let ui =
+        Ui::start_with_directory(UiConfig::default(), |directory| directory.with_script_check(Arc::new(BogusCheck)))
+            .await;
     ui.seed([fixtures::domain("a.example")]).await;
     ui.mailbox("alice@a.example", "alice-secret-1", &[]).await;
     ui.mailbox("bob@a.example", "bob-secret-12", &[]).await;
@@ -121,23 +96,6 @@ fn subject_rule_fields(op: &str) -> Vec<(&str, &str)> {
     ]
 }
 
-fn subject_rules() -> RuleSet {
-    RuleSet {
-        rules: vec![Rule {
-            name: "To folder".to_owned(),
-            enabled: true,
-            matching: Matching::All,
-            conditions: vec![Condition::Header {
-                headers: vec!["Subject".to_owned()],
-                match_type: MatchType::Contains,
-                value: "X".to_owned(),
-                not: false,
-            }],
-            actions: vec![Action::Fileinto { folder: "Folder".to_owned(), create: true }],
-        }],
-    }
-}
-
 #[tokio::test]
 async fn a_rule_built_in_the_visual_editor_is_stored_as_sieve_and_activated() {
     let ui = ui_with_alice().await;
@@ -184,7 +142,10 @@ async fn a_rule_built_in_the_visual_editor_is_stored_as_sieve_and_activated() {
 
     let saved = alice.post("/me/sieve/edit?name=filters", "/me/sieve/edit", &subject_rule_fields("save")).await;
     saved.expect_redirect("/me/sieve");
-    assert_eq!(stored_script(&ui, "alice@a.example", "filters").await, Some(to_sieve(&subject_rules()).unwrap()));
+    assert_eq!(
+        stored_script(&ui, "alice@a.example", "filters").await,
+        Some(to_sieve(&RuleSet::documented_example()).unwrap())
+    );
     assert_eq!(active_script(&ui, "alice@a.example").await.as_deref(), Some("filters"));
     let list = alice.get("/me/sieve").await;
     assert!(list.body.contains("data-name=\"filters\" data-active=\"true\""), "{}", list.body);
@@ -303,10 +264,13 @@ async fn the_raw_editor_shows_the_checks_messages_by_line() {
     assert_eq!(stored_script(&ui, "alice@a.example", "raw").await, None);
 
     // A good script is stored with LF line ends; one in the editor's form can then be edited visually.
-    let good = to_sieve(&subject_rules()).unwrap().replace('\n', "\r\n");
+    let good = to_sieve(&RuleSet::documented_example()).unwrap().replace('\n', "\r\n");
     let fields = [("name", "raw"), ("rev", ""), ("script", good.as_str()), ("activate", "on")];
     alice.post("/me/sieve", "/me/sieve/raw", &fields).await.expect_redirect("/me/sieve");
-    assert_eq!(stored_script(&ui, "alice@a.example", "raw").await, Some(to_sieve(&subject_rules()).unwrap()));
+    assert_eq!(
+        stored_script(&ui, "alice@a.example", "raw").await,
+        Some(to_sieve(&RuleSet::documented_example()).unwrap())
+    );
     assert_eq!(active_script(&ui, "alice@a.example").await.as_deref(), Some("raw"));
     let page = alice.get("/me/sieve/edit?name=raw&mode=raw").await;
     assert!(page.body.contains("id=\"sieve-visual-link\""), "{}", page.body);
