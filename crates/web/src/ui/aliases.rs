@@ -48,16 +48,11 @@ async fn list(
 ) -> Result<Response, UiError> {
     let domains = readable_domains(&user.principal, query.domain())?;
     let snapshot = state.api.index.snapshot();
-    let keys: Vec<String> = snapshot
-        .aliases()
-        .filter(|alias| domains.contains(alias.domain()))
-        .map(|alias| alias.key().to_owned())
-        .collect();
-    let page = paging::page(keys, &query);
+    let readable = snapshot.aliases().filter(|alias| domains.contains(alias.domain()));
+    let page = paging::page_by(readable, |alias| alias.key(), &query);
     let rows: Vec<AliasRow> = page
         .items
         .iter()
-        .filter_map(|key| snapshot.alias(key))
         .map(|alias| AliasRow {
             key: alias.key().to_owned(),
             href: href(alias.key()),

@@ -91,16 +91,11 @@ async fn list(
 ) -> Result<Response, UiError> {
     let domains = readable_domains(&user.principal, query.domain())?;
     let snapshot = state.api.index.snapshot();
-    let keys: Vec<String> = snapshot
-        .mailboxes()
-        .filter(|mailbox| domains.contains(mailbox.domain()))
-        .map(|mailbox| mailbox.address().to_owned())
-        .collect();
-    let page = paging::page(keys, &query);
+    let readable = snapshot.mailboxes().filter(|mailbox| domains.contains(mailbox.domain()));
+    let page = paging::page_by(readable, |mailbox| mailbox.address(), &query);
     let rows: Vec<MailboxRow> = page
         .items
         .iter()
-        .filter_map(|address| snapshot.mailbox(address))
         .map(|mailbox| MailboxRow {
             address: mailbox.address().to_owned(),
             href: href(mailbox.address()),

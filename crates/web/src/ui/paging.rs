@@ -49,34 +49,40 @@ impl ListQuery {
     }
 }
 
-/// One page of keys.
+/// One page of entries.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Paged {
-    /// The keys of this page, in order.
-    pub(crate) items: Vec<String>,
+pub(crate) struct Paged<T> {
+    /// The entries of this page, in the order of their keys.
+    pub(crate) items: Vec<T>,
     /// The `after` of the next page, when there is one.
     pub(crate) next: Option<String>,
     /// How many keys match the search, over all pages.
     pub(crate) total: usize,
 }
 
-/// The page `query` asks for out of `keys`.
-pub(crate) fn page(keys: Vec<String>, query: &ListQuery) -> Paged {
+/// The page `query` asks for out of `entries`, each known by its `key` (searched, sorted and paged on).
+pub(crate) fn page_by<T>(
+    entries: impl IntoIterator<Item = T>,
+    key: impl Fn(&T) -> &str,
+    query: &ListQuery,
+) -> Paged<T> {
     let needle = query.needle();
-    let mut keys: Vec<String> =
-        keys.into_iter().filter(|key| needle.as_deref().is_none_or(|needle| key.contains(needle))).collect();
-    keys.sort_unstable();
-    let total = keys.len();
+    let mut entries: Vec<T> = entries
+        .into_iter()
+        .filter(|entry| needle.as_deref().is_none_or(|needle| key(entry).contains(needle)))
+        .collect();
+    entries.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+    let total = entries.len();
     let after = query.after.as_deref().filter(|after| !after.is_empty());
-    let start = after.map_or(0, |after| keys.partition_point(|key| key.as_str() <= after));
+    let start = after.map_or(0, |after| entries.partition_point(|entry| key(entry) <= after));
     let limit = query.limit();
     let end = (start + limit).min(total);
-    let items = keys[start.min(end)..end].to_vec();
-    let next = if end < total { items.last().cloned() } else { None };
+    let items: Vec<T> = entries.drain(start.min(end)..end).collect();
+    let next = if end < total { items.last().map(|entry| key(entry).to_owned()) } else { None };
     Paged { items, next, total }
 }
 
-impl Paged {
+impl<T> Paged<T> {
     /// What every list page's template reads of the page at `base`: the search `q`, the `domain`, the `next`
     /// page's link and the `total`.
     pub(crate) fn context(&self, base: &str, query: &ListQuery) -> Value {
@@ -111,6 +117,10 @@ mod tests {
 
     fn keys(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("user{i:05}@a.example")).collect()
+    }
+
+    fn page(keys: Vec<String>, query: &ListQuery) -> Paged<String> {
+        page_by(keys, String::as_str, query)
     }
 
     #[test]
