@@ -41,11 +41,8 @@ pub const FORMAT: &str = "couchmail-export";
 /// The format's version: readers refuse others.
 pub const VERSION: u64 = 1;
 /// The fields that hold secrets, by document type.
-pub const SECRET_FIELDS: &[(DocKind, &str)] = &[
-    (DocKind::Mailbox, "password"),
-    (DocKind::Token, "secret_sha256"),
-    (DocKind::Invitation, "secret_sha256"),
-];
+pub const SECRET_FIELDS: &[(DocKind, &str)] =
+    &[(DocKind::Mailbox, "password"), (DocKind::Token, "secret_sha256"), (DocKind::Invitation, "secret_sha256")];
 /// The document types that are nothing without their secret: left out whole.
 pub const SECRET_KINDS: &[DocKind] = &[DocKind::Token, DocKind::Invitation];
 /// How many documents are read from the store per request.
