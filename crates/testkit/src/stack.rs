@@ -15,12 +15,16 @@
 //! [`MailStack::try_start_with_extras`] also appends configuration tables
 //! and can run the whole stack inside a network namespace
 //! ([`StackExtras`]), so that Postfix resolves through a DNS server of the
-//! test's own.
+//! test's own. [`MailStack::try_start_with_api`] can serve the REST API and
+//! the web UI over HTTPS (`api.tls = "on"`, [`ApiTransport::Https`]); the
+//! harness's health check, [`api`] and [`web`] clients then speak TLS and
+//! trust exactly the stack's own certificate.
 //!
 //! The clients in [`smtp`] and [`imap`] speak the real protocols over
 //! TLS ([`tls`] pins the stack's own certificate) and return each reply,
 //! so that tests assert the exact code at the exact step; [`api`] is the
-//! REST API with the first admin's token.
+//! REST API with the first admin's token; [`web`] is the web UI without a
+//! browser (cookies, the login form).
 //!
 //! Every failure message carries the tails of couchmail's output and of
 //! the Postfix and Dovecot logs ([`MailStack::diagnostics`]).
@@ -43,6 +47,7 @@ pub mod net;
 pub mod process;
 pub mod smtp;
 pub mod tls;
+pub mod web;
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -61,6 +66,7 @@ pub use imap::ImapClient;
 pub use process::{GuardSpec, Guarded};
 pub use smtp::{Refused, Reply, SmtpClient};
 pub use tls::TlsClient;
+pub use web::{WebClient, WebResponse};
 
 /// How long a stack may take to become ready.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -112,6 +118,18 @@ pub struct StackExtras {
     pub config: String,
 }
 
+/// How the stack's REST API and web UI listener speaks (`api.tls`). A choice
+/// of its own, not a field of [`StackOptions`] or [`StackExtras`], so that
+/// their existing literals stay valid.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ApiTransport {
+    /// Plain HTTP, as `api.tls = "auto"` serves loopback (the harness writes no `tls` key).
+    #[default]
+    Http,
+    /// HTTPS with the stack's self-signed certificate (`tls = "on"` under `[api]`).
+    Https,
+}
+
 /// The TCP ports of a stack, all on 127.0.0.1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ports {
@@ -153,6 +171,7 @@ pub struct MailStack {
     binary: PathBuf,
     options: StackOptions,
     extras: StackExtras,
+    api_transport: ApiTransport,
     root: PathBuf,
     config_file: PathBuf,
     data_dir: PathBuf,
@@ -251,6 +270,19 @@ impl MailStack {
         store: Option<&str>,
         extras: StackExtras,
     ) -> Result<MailStack, String> {
+        MailStack::try_start_with_api(binary, options, store, extras, ApiTransport::Http)
+    }
+
+    /// Starts a stack whose API and web UI speak `api_transport`: with
+    /// [`ApiTransport::Https`], [`api`](Self::api), [`web`](Self::web) and the
+    /// readiness check use HTTPS and trust only the stack's certificate.
+    pub fn try_start_with_api(
+        binary: &Path,
+        options: StackOptions,
+        store: Option<&str>,
+        extras: StackExtras,
+        api_transport: ApiTransport,
+    ) -> Result<MailStack, String> {
         if options.daemons != Daemons::None {
             preflight()?;
         }
@@ -266,6 +298,7 @@ impl MailStack {
             binary: binary.to_owned(),
             options,
             extras,
+            api_transport,
             config_file: root.join("couchmail.toml"),
             data_dir: root.join("data"),
             runtime_dir: root.join("run"),
@@ -330,7 +363,7 @@ impl MailStack {
              data_dir = \"{data}\"\n\
              runtime_dir = \"{run}\"\n\
              hostname = \"{HOSTNAME}\"\n\
-             \n[api]\nlisten = \"127.0.0.1:{api}\"\n\
+             \n[api]\nlisten = \"127.0.0.1:{api}\"\n{api_tls}\
              \n[auth]\nlisten = \"127.0.0.1:{auth}\"\n\
              \n[mail]\nlisten = \"127.0.0.1\"\n\
              smtp_port = {smtp}\nsubmission_port = {submission}\nsubmissions_port = {submissions}\nimaps_port = {imaps}\n\
@@ -339,6 +372,10 @@ impl MailStack {
              \n[log]\nlevel = \"debug\"\n{spam}{extra}",
             data = self.data_dir.display(),
             run = self.runtime_dir.display(),
+            api_tls = match self.api_transport {
+                ApiTransport::Http => "",
+                ApiTransport::Https => "tls = \"on\"\n",
+            },
             // spamd costs about 170 MiB and a second to start: only the tests of spam turn it on.
             spam = if self.extras.config.contains("[spam]") { "" } else { "\n[spam]\nenabled = false\n" },
             extra = self.extras.config,
@@ -514,14 +551,24 @@ impl MailStack {
     }
 
     fn check_health(&self) -> Result<(), String> {
-        let url = format!("http://127.0.0.1:{}/api/v1/health", self.ports.api);
-        let mut stream = net::connect_within(self.address(self.ports.api), None, PROBE_TIMEOUT)
+        let url = format!("{}/api/v1/health", self.web_base_url());
+        let tcp = net::connect_within(self.address(self.ports.api), None, PROBE_TIMEOUT)
             .map_err(|err| format!("{url}: {err}"))?;
-        stream
-            .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            .map_err(|err| format!("{url}: {err}"))?;
+        let request = b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
         let mut answer = String::new();
-        stream.read_to_string(&mut answer).map_err(|err| format!("{url}: {err}"))?;
+        match self.api_transport {
+            ApiTransport::Http => {
+                let mut stream = tcp;
+                stream.write_all(request).map_err(|err| format!("{url}: {err}"))?;
+                stream.read_to_string(&mut answer).map_err(|err| format!("{url}: {err}"))?;
+            }
+            ApiTransport::Https => {
+                // `up` makes the certificate before its API listens, so it is there once the port answers.
+                let mut stream = self.tls_client()?.handshake(tcp).map_err(|err| format!("{url}: {err}"))?;
+                stream.write_all(request).map_err(|err| format!("{url}: {err}"))?;
+                stream.read_to_string(&mut answer).map_err(|err| format!("{url}: {err}"))?;
+            }
+        }
         let status_line = answer.lines().next().unwrap_or_default();
         if status_line.split_whitespace().nth(1) == Some("200") {
             Ok(())
@@ -626,9 +673,37 @@ impl MailStack {
         self.admin_bearer.get().map(String::as_str).unwrap_or_default()
     }
 
+    /// How the API and web UI listener speaks.
+    pub fn api_transport(&self) -> ApiTransport {
+        self.api_transport
+    }
+
+    /// The API and web UI listener's base URL: `http://127.0.0.1:PORT`, or `https://…` under
+    /// [`ApiTransport::Https`].
+    pub fn web_base_url(&self) -> String {
+        let scheme = match self.api_transport {
+            ApiTransport::Http => "http",
+            ApiTransport::Https => "https",
+        };
+        format!("{scheme}://127.0.0.1:{}", self.ports.api)
+    }
+
     /// The REST API with the first admin's token.
     pub fn api(&self) -> Api {
-        Api::new(format!("http://127.0.0.1:{}/api/v1", self.ports.api), self.admin_bearer().to_owned())
+        let base_url = format!("{}/api/v1", self.web_base_url());
+        let bearer = self.admin_bearer().to_owned();
+        match self.api_transport {
+            ApiTransport::Http => Api::new(base_url, bearer),
+            ApiTransport::Https => Api::with_tls(base_url, bearer, &self.tls()),
+        }
+    }
+
+    /// The web UI, without a browser and with an empty cookie jar.
+    pub fn web(&self) -> WebClient {
+        match self.api_transport {
+            ApiTransport::Http => WebClient::new(self.web_base_url(), None),
+            ApiTransport::Https => WebClient::new(self.web_base_url(), Some(&self.tls())),
+        }
     }
 
     /// Runs `couchmail --config FILE args…` and returns what it did.

@@ -2,9 +2,11 @@
 //!
 //! One test runs Debian's `testssl` against the shared stack's four TLS
 //! ports at once — 465 (submissions) and 993 (IMAPS) with implicit TLS, 587
-//! and 25 with `-t smtp` STARTTLS — with a bounded set of checks (protocols,
-//! standard cipher groups, server defaults, vulnerabilities) and a time limit
-//! per port. It reads each port's JSON report, saves it under the test's
+//! and 25 with `-t smtp` STARTTLS — and, beside them, against the HTTPS port
+//! of the REST API and web UI of a second stack whose `api.tls` is on (the
+//! shared stack serves its API as plain HTTP on loopback, as `auto` does),
+//! with a bounded set of checks (protocols, standard cipher groups, server
+//! defaults, vulnerabilities) and a time limit per port. It reads each port's JSON report, saves it under the test's
 //! output directory for inspection, and fails naming every finding of
 //! severity HIGH or CRITICAL, and every scan problem, except the exempt ones
 //! in [`EXEMPT`]: the stack's certificate is a self-signed development
@@ -13,14 +15,20 @@
 //!
 //! Without `testssl` the test prints a note and returns, except on CI
 //! (`CI` set), where that is a failure: `cargo xtask test` installs it.
+//!
+//! A second test logs into the web UI over that HTTPS port, through the
+//! harness's pinned client, and requires the session cookie to be `Secure`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::support::shared;
+use couchmail_testkit::stack::{ApiTransport, Daemons, MailStack, StackExtras, StackOptions};
+
+use super::support::{PASSWORD, binary, runnable, shared};
 
 /// The longest one port's scan may take; the ports run in parallel, so this
 /// bounds the whole test (the four scans take about 45 s together on 2 cores).
@@ -44,6 +52,26 @@ pub const EXEMPT: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The stack whose REST API and web UI speak HTTPS (`api.tls = "on"`),
+/// shared by this file's tests: couchmail alone ([`Daemons::None`]), which
+/// makes the same self-signed certificate as a full stack and serves the
+/// API with it in a second, without Postfix and Dovecot; `None` when the
+/// machine cannot run stacks.
+fn https_api_stack() -> Option<&'static MailStack> {
+    static STACK: OnceLock<Result<MailStack, String>> = OnceLock::new();
+    if !runnable() {
+        return None;
+    }
+    let started = STACK.get_or_init(|| {
+        let options = StackOptions { daemons: Daemons::None };
+        MailStack::try_start_with_api(binary(), options, None, StackExtras::default(), ApiTransport::Https)
+    });
+    match started {
+        Ok(stack) => Some(stack),
+        Err(err) => panic!("the stack with the API on HTTPS did not start:\n{err}"),
+    }
+}
+
 /// One scanned port: its name in messages, its port, and testssl's STARTTLS protocol if any.
 struct Target {
     name: &'static str,
@@ -64,13 +92,19 @@ fn testssl_finds_nothing_high_or_critical_on_any_tls_port() {
     if !testssl_installed() {
         return;
     }
-    let Some(stack) = shared() else { return };
+    // Both stacks start at once: the API's alone takes about a second, the shared one several.
+    let (stack, https_api) = std::thread::scope(|scope| {
+        let https_api = scope.spawn(https_api_stack);
+        (shared(), https_api.join().unwrap())
+    });
+    let (Some(stack), Some(https_api)) = (stack, https_api) else { return };
     let ports = stack.ports();
     let targets = [
         Target { name: "submissions (465)", port: ports.submissions, starttls: None },
         Target { name: "imaps (993)", port: ports.imaps, starttls: None },
         Target { name: "submission (587)", port: ports.submission, starttls: Some("smtp") },
         Target { name: "smtp (25)", port: ports.smtp, starttls: Some("smtp") },
+        Target { name: "api (HTTPS, api.listen)", port: https_api.ports().api, starttls: None },
     ];
     let output = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tls-testssl");
     std::fs::create_dir_all(&output).unwrap();
@@ -115,10 +149,43 @@ fn testssl_finds_nothing_high_or_critical_on_any_tls_port() {
     }
     assert!(
         failures.is_empty(),
-        "testssl found HIGH/CRITICAL problems in the stack's TLS (reports in {}):\n{failures}\n{}",
+        "testssl found HIGH/CRITICAL problems in the stack's TLS (reports in {}):\n{failures}\n{}\n{}",
         output.display(),
-        stack.diagnostics()
+        stack.diagnostics(),
+        https_api.diagnostics()
     );
+}
+
+#[test]
+fn web_ui_login_over_https_sets_a_secure_session_cookie() {
+    let Some(stack) = https_api_stack() else { return };
+    let address = "alice@tls-web.test";
+    stack.cli_ok(&["domain", "add", "tls-web.test"]);
+    stack.cli_ok_with_input(&["mailbox", "add", address, "--password-stdin"], &format!("{PASSWORD}\n"));
+
+    // The REST API answers over HTTPS through the harness's client, which trusts only the stack's certificate.
+    let api = stack.api();
+    assert!(api.base_url().starts_with("https://"), "{}", api.base_url());
+    let health = api.get("/health");
+    assert_eq!(health.status, 200, "{health:?}");
+
+    let web = stack.web();
+    let login = web.log_in(address, PASSWORD);
+    assert_eq!(login.status, 303, "the login was not accepted: {login:?}\n{}", stack.diagnostics());
+    let session = login.set_cookie("couchmail_session").unwrap_or_else(|| panic!("no session cookie: {login:?}"));
+    let attributes: Vec<&str> = session.split(';').skip(1).map(str::trim).collect();
+    assert!(attributes.contains(&"Secure"), "the session cookie over HTTPS is not Secure: {session}");
+    assert!(attributes.contains(&"HttpOnly"), "{session}");
+
+    // The cookie is the session: the page the login leads to (`/`, which sends a mailbox to its own `/me`)
+    // shows who is logged in.
+    let mut page = login;
+    for _ in 0..3 {
+        let Some(next) = page.location.clone().filter(|_| page.status == 303) else { break };
+        page = web.get(&next);
+    }
+    assert_eq!(page.status, 200, "the page after the login: {page:?}");
+    assert!(page.body.contains(&format!("<span id=\"whoami\">{address}</span>")), "{}", page.body);
 }
 
 /// Whether `testssl` can run; without it, a note off CI and a failure on CI.

@@ -1,10 +1,13 @@
 //! A blocking client of couchmail's REST API for tests: every call returns
 //! the status, the ETag and the JSON body, and panics only when the server
-//! cannot be reached at all.
+//! cannot be reached at all. Over HTTPS (a stack whose `api.tls` is on) it
+//! trusts exactly the stack's own certificate ([`TlsClient`]).
 
 use std::time::Duration;
 
 use serde_json::Value;
+
+use super::tls::TlsClient;
 
 /// The REST API of one stack, acting with one bearer token.
 #[derive(Clone, Debug)]
@@ -32,19 +35,38 @@ impl ApiResponse {
     }
 }
 
+/// A blocking HTTP client without proxies, pinned to `tls`'s certificate
+/// when given, following redirects or not.
+///
+/// # Panics
+/// When reqwest cannot build it.
+pub(crate) fn http_client(tls: Option<&TlsClient>, follow_redirects: bool) -> reqwest::blocking::Client {
+    // The workspace builds reqwest without a TLS provider of its own (`rustls-no-provider`),
+    // and a client without one panics even for plain http: install ring, the workspace's
+    // provider, unless something already installed one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::blocking::Client::builder().no_proxy().timeout(Duration::from_secs(30));
+    if !follow_redirects {
+        builder = builder.redirect(reqwest::redirect::Policy::none());
+    }
+    if let Some(tls) = tls {
+        // The pinned configuration, not a root store: the stack's certificate is self-signed,
+        // and pinning it makes a client that reached another server fail.
+        builder = builder.tls_backend_preconfigured(rustls::ClientConfig::clone(&tls.config()));
+    }
+    builder.build().unwrap_or_else(|err| panic!("cannot build an HTTP client: {err}"))
+}
+
 impl Api {
     /// A client of `base_url` (`http://127.0.0.1:PORT/api/v1`) with `bearer`.
     pub fn new(base_url: String, bearer: String) -> Api {
-        // The workspace builds reqwest without a TLS provider of its own (`rustls-no-provider`),
-        // and a client without one panics even for plain http: install ring, the workspace's
-        // provider, unless something already installed one.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::blocking::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_else(|err| panic!("cannot build an HTTP client: {err}"));
-        Api { client, base_url, bearer }
+        Api { client: http_client(None, true), base_url, bearer }
+    }
+
+    /// A client of `base_url` (`https://127.0.0.1:PORT/api/v1`) with `bearer`
+    /// that trusts only the certificate `tls` pins.
+    pub fn with_tls(base_url: String, bearer: String, tls: &TlsClient) -> Api {
+        Api { client: http_client(Some(tls), true), base_url, bearer }
     }
 
     /// The same API with another token (a mailbox's, say).

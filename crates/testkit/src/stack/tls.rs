@@ -48,6 +48,12 @@ impl TlsClient {
         Ok(TlsClient { config: Arc::new(config) })
     }
 
+    /// The rustls configuration, for an HTTP client that speaks TLS itself
+    /// (reqwest's `tls_backend_preconfigured`, as [`Api`](super::Api) does).
+    pub fn config(&self) -> Arc<ClientConfig> {
+        self.config.clone()
+    }
+
     /// Runs the TLS handshake over `tcp` to the end, so that a refused
     /// certificate or protocol shows here and not at the first read.
     pub fn handshake(&self, mut tcp: TcpStream) -> io::Result<TlsStream> {
