@@ -92,6 +92,8 @@ pub struct DeliveryConfig<'a> {
     pub mailboxes: usize,
     /// Parallel SMTP sessions of each `smtp-source`.
     pub sessions_per_mailbox: usize,
+    /// Messages sent one at a time after the timed run, for the latency at light load.
+    pub light_messages: usize,
 }
 
 /// The figures of one setup.
@@ -107,6 +109,12 @@ pub struct DeliveryRun {
     /// From the first `smtp-source` start to the last message's file in a Maildir.
     pub delivered_s: f64,
     pub latency: Latency,
+    /// The same for messages sent one at a time over a single session once the timed run is over: the path's own
+    /// latency, without the wait behind other messages that dominates under load.
+    pub light_latency: Latency,
+    pub light_messages: usize,
+    /// CPU seconds per daemon over the light-load run.
+    pub light_cpu_s: Vec<(&'static str, f64)>,
     /// Messages filed into a folder other than INBOX (Junk, by the spam filter).
     pub not_in_inbox: usize,
     pub idle: Snapshot,
@@ -129,6 +137,11 @@ impl DeliveryRun {
     /// CPU milliseconds per message, every process of the stack together.
     pub fn cpu_ms_per_message(&self) -> f64 {
         self.cpu_s.iter().map(|(_, cpu_s)| cpu_s).sum::<f64>() * 1000.0 / self.messages as f64
+    }
+
+    /// The same for the messages sent one at a time.
+    pub fn light_cpu_ms_per_message(&self) -> f64 {
+        self.light_cpu_s.iter().map(|(_, cpu_s)| cpu_s).sum::<f64>() * 1000.0 / self.light_messages as f64
     }
 }
 
@@ -341,15 +354,29 @@ fn measure(
     if latency.n_deliveries != messages {
         bail!("Postfix logged {} LMTP deliveries for {messages} messages", latency.n_deliveries);
     }
-    let (before_cpu, after_cpu) = (before.cpu_per_daemon(), after.cpu_per_daemon());
-    let cpu_s = memory::DAEMONS
-        .iter()
-        .filter(|daemon| after_cpu.contains_key(*daemon))
-        .map(|daemon| {
-            let spent = after_cpu.get(daemon).copied().unwrap_or(0.0) - before_cpu.get(daemon).copied().unwrap_or(0.0);
-            (*daemon, spent.max(0.0))
-        })
-        .collect();
+    let not_in_inbox = count_messages_outside_inbox(&mail_root);
+
+    // Under the timed run's load most of a message's delay is its wait behind the others (smtp-source hands
+    // messages over faster than they are delivered, and a setup that accepts faster queues more), so the path's
+    // own latency is measured apart: one session, one message after the other, into an otherwise idle stack.
+    let light_offset = std::fs::metadata(&log_path).map(|metadata| metadata.len()).unwrap_or(0);
+    let light_before = memory::snapshot(&roots);
+    let light_shown = send(&address, &mailboxes[..1], 1, config.light_messages, message_file, config.scratch, "light")?;
+    commands.push(light_shown);
+    wait_for_files(&mail_root, settled + messages + config.light_messages, DELIVERY_TIMEOUT)
+        .context("the light-load run's messages")?;
+    let light_cpu_s = cpu_delta(&light_before, &memory::snapshot(&roots));
+    let log = std::fs::read(&log_path).with_context(|| format!("read {}", log_path.display()))?;
+    let log_text = String::from_utf8_lossy(log.get(usize::try_from(light_offset).unwrap_or(0)..).unwrap_or_default());
+    let light_latency = latency_from_log(&log_text);
+    if light_latency.n_deliveries != config.light_messages {
+        bail!(
+            "Postfix logged {} LMTP deliveries for {} messages sent one at a time",
+            light_latency.n_deliveries,
+            config.light_messages
+        );
+    }
+    let cpu_s = cpu_delta(&before, &after);
     Ok(DeliveryRun {
         setup,
         messages,
@@ -358,12 +385,28 @@ fn measure(
         source_s,
         delivered_s,
         latency,
-        not_in_inbox: count_messages_outside_inbox(&mail_root),
+        light_latency,
+        light_messages: config.light_messages,
+        light_cpu_s,
+        not_in_inbox,
         idle,
         peaks,
         cpu_s,
         load_after,
     })
+}
+
+/// CPU seconds each daemon spent between two snapshots, in [`memory::DAEMONS`] order.
+fn cpu_delta(before: &Snapshot, after: &Snapshot) -> Vec<(&'static str, f64)> {
+    let (before_cpu, after_cpu) = (before.cpu_per_daemon(), after.cpu_per_daemon());
+    memory::DAEMONS
+        .iter()
+        .filter(|daemon| after_cpu.contains_key(*daemon))
+        .map(|daemon| {
+            let spent = after_cpu.get(daemon).copied().unwrap_or(0.0) - before_cpu.get(daemon).copied().unwrap_or(0.0);
+            (*daemon, spent.max(0.0))
+        })
+        .collect()
 }
 
 /// Runs one `smtp-source` per mailbox at once, each with `sessions` parallel sessions sending `per_mailbox`

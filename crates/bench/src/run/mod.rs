@@ -102,6 +102,8 @@ pub struct Sizes {
     pub delivery_mailboxes: usize,
     /// Parallel SMTP sessions per `smtp-source`.
     pub delivery_sessions_per_mailbox: usize,
+    /// Messages sent one at a time for the latency at light load.
+    pub delivery_light_messages: usize,
 }
 
 impl Sizes {
@@ -125,6 +127,7 @@ impl Sizes {
             delivery_spam_messages: 600,
             delivery_mailboxes: 4,
             delivery_sessions_per_mailbox: 2,
+            delivery_light_messages: 100,
         }
     }
 
@@ -148,6 +151,7 @@ impl Sizes {
             delivery_spam_messages: 40,
             delivery_mailboxes: 4,
             delivery_sessions_per_mailbox: 2,
+            delivery_light_messages: 20,
         }
     }
 }
@@ -364,6 +368,7 @@ fn delivery_run(
         spam_messages: sizes.delivery_spam_messages,
         mailboxes: sizes.delivery_mailboxes,
         sessions_per_mailbox: sizes.delivery_sessions_per_mailbox,
+        light_messages: sizes.delivery_light_messages,
     })
 }
 
