@@ -31,7 +31,7 @@ use couchmail_testkit::stack::{ApiTransport, Daemons, MailStack, StackExtras, St
 use super::support::{PASSWORD, binary, runnable, shared};
 
 /// The longest one port's scan may take; the ports run in parallel, so this
-/// bounds the whole test (the four scans take about 45 s together on 2 cores).
+/// bounds the whole test (the five scans take 55 to 67 s together on 2 cores).
 const PER_PORT: Duration = Duration::from_secs(150);
 
 /// Findings that only describe the stack's development certificate, which
