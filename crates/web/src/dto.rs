@@ -486,6 +486,10 @@ pub struct StatusView {
     pub checkpoint_seq: Option<String>,
     /// Why the last checkpoint could not be saved.
     pub checkpoint_error: Option<String>,
+    /// The daemons this process supervises, in start order; `null` when it supervises none (they run elsewhere).
+    pub daemons: Option<Vec<crate::DaemonView>>,
+    /// couchmail's own listeners.
+    pub listeners: Vec<crate::ListenerInfo>,
 }
 
 /// An invalid document revision the index skipped; its last valid revision, if any, stays in force.

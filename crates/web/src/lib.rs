@@ -14,7 +14,8 @@
 //! # Web UI
 //!
 //! Pages (minijinja templates compiled in, no JavaScript needed): login and
-//! logout, a dashboard (counts and health), domains and their domain
+//! logout, a dashboard (counts, health, and for admins the daemons and
+//! listeners of the stack), domains and their domain
 //! aliases, mailboxes (create, quota, disable, reset password, roles),
 //! aliases (several targets, catch-alls), invitations (one-time links to
 //! create a mailbox, with expiry, redeemed at the public `/invite/{id}`),
@@ -33,6 +34,7 @@
 //! | route | methods |
 //! |---|---|
 //! | `/health` | `GET` (no token): `status`, `index_ready`, `last_seq`; 503 until the index is ready |
+//! | `/status` | `GET` (admin): the index and the store in detail, and the stack's daemons and listeners ([`StackStatus`]) |
 //! | `/openapi.json` | `GET` (no token) |
 //! | `/whoami` | `GET`: the token's role, mailbox and domains |
 //! | `/domains`, `/domains/{domain}` | `GET` list, `POST` create; `GET`, `PUT`, `DELETE` (`?cascade=true`) |
@@ -105,7 +107,7 @@
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8025").await?;
 //! let shutdown = async { tokio::signal::ctrl_c().await.unwrap_or_default() };
-//! serve(listener, ApiState { directory, index }, shutdown).await
+//! serve(listener, ApiState { directory, index, stack: None }, shutdown).await
 //! # }
 //! ```
 #![deny(missing_docs)]
@@ -116,6 +118,7 @@ mod error;
 mod extract;
 mod https;
 mod routes;
+mod stack_status;
 mod ui;
 
 use std::future::Future;
@@ -135,6 +138,7 @@ pub use error::{Error, ErrorBody, ErrorDetail};
 pub use extract::{DEFAULT_PAGE_LIMIT, MAX_BODY_BYTES, MAX_PAGE_LIMIT};
 pub use https::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HANDSHAKES, HttpsConfig, serve_https};
 pub use routes::{API_PREFIX, ApiDoc, router, router_with};
+pub use stack_status::{DaemonHealth, DaemonState, DaemonView, ListenerInfo, StackStatus};
 pub use ui::UiConfig;
 
 /// What every handler shares.
@@ -144,6 +148,9 @@ pub struct ApiState {
     pub directory: Directory,
     /// The live index, for `health`.
     pub index: Arc<Index>,
+    /// The daemons and listeners of the stack this process runs, for the dashboard and `status`;
+    /// `None` when it runs none (a library user, a test).
+    pub stack: Option<Arc<dyn StackStatus>>,
 }
 
 /// Serves the API and the web UI on `listener` until `shutdown` completes,

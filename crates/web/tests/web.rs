@@ -18,7 +18,7 @@ use couchmail_model::{DocKind, Document, Mailbox, Role, Token, TokenPrincipal};
 use couchmail_store::{ListOptions, RawDoc, Store};
 use couchmail_testkit::TempStore;
 use couchmail_testkit::fixtures;
-use couchmail_web::{ApiState, UiConfig, serve_with};
+use couchmail_web::{ApiState, StackStatus, UiConfig, serve_with};
 use reqwest::Method;
 use reqwest::header::{CONTENT_TYPE, ETAG, IF_MATCH, RETRY_AFTER, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
@@ -30,6 +30,7 @@ mod web {
     mod https;
     mod listings;
     mod outage;
+    mod stack;
     mod ui;
 }
 
@@ -54,6 +55,16 @@ struct Server {
 impl Server {
     /// Serves `directory` (over `store`, which the index follows) with the web UI configured by `config`.
     async fn start(store: Arc<dyn Store>, directory: Directory, config: UiConfig) -> Server {
+        Server::start_with_stack(store, directory, config, None).await
+    }
+
+    /// [`Server::start`] reporting `stack`'s daemons and listeners.
+    async fn start_with_stack(
+        store: Arc<dyn Store>,
+        directory: Directory,
+        config: UiConfig,
+        stack: Option<Arc<dyn StackStatus>>,
+    ) -> Server {
         // reqwest is built with rustls and no default crypto provider (the store picks
         // ring for CouchDB over https), so the test client needs one installed; a second
         // install fails harmlessly.
@@ -62,7 +73,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let state = ApiState { directory, index: index.clone() };
+        let state = ApiState { directory, index: index.clone(), stack };
         let follower_index = index.clone();
         tokio::spawn(async move {
             let (stop_follower, follower_stopped) = oneshot::channel::<()>();

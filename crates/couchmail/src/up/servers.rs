@@ -126,7 +126,7 @@ pub async fn start(
     });
 
     services.spawn("REST API", {
-        let state = ApiState { directory, index: index.clone() };
+        let state = ApiState { directory, index: index.clone(), stack: None };
         let (listener, https, stopped) = (listeners.api, listeners.api_https, stop.stopped());
         async move {
             match https {

@@ -10,7 +10,7 @@ use crate::access::{Action, Principal, Resource};
 use crate::dto::{HealthView, SkippedView, StatusView, WhoamiView};
 use crate::error::ErrorBody;
 use crate::routes::ApiDoc;
-use crate::{ApiState, Error};
+use crate::{ApiState, DaemonView, Error};
 
 /// Whether the service is up and its index ready; no token needed.
 #[utoipa::path(
@@ -37,7 +37,8 @@ pub(crate) async fn health(State(state): State<ApiState>) -> Response {
 }
 
 /// The index and the store in detail: counts, skipped invalid documents and why, store errors,
-/// the checkpoint. For administrators.
+/// the checkpoint; and the stack's daemons (state, pid, uptime, restarts) and couchmail's own
+/// listeners. For administrators.
 #[utoipa::path(
     get, path = "/api/v1/status", tag = "meta",
     responses(
@@ -49,6 +50,12 @@ pub(crate) async fn health(State(state): State<ApiState>) -> Response {
 pub(crate) async fn status(State(state): State<ApiState>, principal: Principal) -> Result<Json<StatusView>, Error> {
     principal.authorize(Action::Read, &Resource::Installation)?;
     let health = state.index.health();
+    let (daemons, listeners) = match &state.stack {
+        Some(stack) => {
+            (stack.daemons().map(|daemons| daemons.iter().map(DaemonView::from).collect()), stack.listeners())
+        }
+        None => (None, Vec::new()),
+    };
     let counts = health.counts;
     let counts = [
         ("domains", counts.domains),
@@ -84,6 +91,8 @@ pub(crate) async fn status(State(state): State<ApiState>, principal: Principal) 
         last_store_error: health.last_store_error,
         checkpoint_seq: health.checkpoint_seq.map(|seq| seq.to_string()),
         checkpoint_error: health.checkpoint_error,
+        daemons,
+        listeners,
     }))
 }
 

@@ -1,13 +1,20 @@
 //! `/`: the dashboard. Counts of domains, mailboxes and aliases (all of them
 //! for the admin, those of its domains for a domain admin) and the stack's
-//! health as `/api/v1/health` reports it, read from the index; a user without
-//! roles goes to its own page.
+//! health as `/api/v1/health` reports it, read from the index; for the admin
+//! only, the daemons couchmail supervises and its own listeners, as
+//! `/api/v1/status` reports them ([`crate::StackStatus`]); a user without roles
+//! goes to its own page.
+//!
+//! The daemons are not secret, but they describe the whole installation
+//! rather than a domain, so a domain admin does not see them, as it does not
+//! see the store's errors.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use minijinja::context;
 
 use crate::access::Principal;
+use crate::stack_status::{DaemonState, StackStatus, human_duration};
 use crate::ui::{SessionUser, UiError, UiState, render};
 
 /// `GET /`.
@@ -32,6 +39,7 @@ pub(crate) async fn show(State(state): State<UiState>, user: SessionUser) -> Res
     };
     let is_admin = matches!(user.principal, Principal::Admin { .. });
     let store_failing = health.last_store_error.is_some();
+    let stack = is_admin.then(|| stack_context(state.api.stack.as_deref()));
     Ok(render(
         Some(&user),
         "dashboard.html",
@@ -52,6 +60,40 @@ pub(crate) async fn show(State(state): State<UiState>, user: SessionUser) -> Res
                 skipped => health.skipped_total,
                 sessions => is_admin.then(|| state.sessions.len()),
             },
+            stack => stack,
         },
     ))
+}
+
+/// The daemons and listeners for the template; `daemons` is none when this process supervises none.
+fn stack_context(stack: Option<&dyn StackStatus>) -> minijinja::Value {
+    let Some(stack) = stack else { return context! { daemons => None::<()>, listeners => Vec::<()>::new() } };
+    let daemons = stack.daemons().map(|daemons| {
+        daemons
+            .into_iter()
+            .map(|daemon| {
+                let (pid, uptime, last_exit) = match &daemon.state {
+                    DaemonState::Running { pid, uptime } => (Some(*pid), uptime.map(human_duration), None),
+                    DaemonState::Restarting { last_exit } => (None, None, Some(last_exit.clone())),
+                    DaemonState::Starting | DaemonState::Stopped => (None, None, None),
+                };
+                context! {
+                    name => daemon.name,
+                    description => daemon.description,
+                    state => daemon.state.label(),
+                    healthy => matches!(daemon.state, DaemonState::Running { .. }),
+                    pid => pid,
+                    uptime => uptime,
+                    last_exit => last_exit,
+                    restarts => daemon.restarts,
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    let listeners: Vec<_> = stack
+        .listeners()
+        .into_iter()
+        .map(|listener| context! { name => listener.name, address => listener.address })
+        .collect();
+    context! { daemons => daemons, listeners => listeners }
 }

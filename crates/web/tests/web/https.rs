@@ -69,7 +69,7 @@ impl HttpsServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stop_signal) = oneshot::channel::<()>();
-        let state = ApiState { directory, index };
+        let state = ApiState { directory, index, stack: None };
         // The UI is configured as `up` configures it: `secure_cookies` off, so `Secure` must come from TLS.
         let stopped = tokio::spawn(async move {
             let served = serve_https(listener, state, UiConfig::default(), https, async move {

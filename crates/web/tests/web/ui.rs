@@ -95,10 +95,29 @@ impl Ui {
 
     /// A UI whose directory is `adjust`ed first (to check scripts, say); ready once the index is.
     pub(crate) async fn start_with_directory(config: UiConfig, adjust: impl FnOnce(Directory) -> Directory) -> Ui {
+        Ui::start_full(config, adjust, None).await
+    }
+
+    /// A UI (with the quick throttle of [`Ui::start`]) whose dashboard reports `stack`.
+    pub(crate) async fn start_with_stack(stack: Arc<dyn couchmail_web::StackStatus>) -> Ui {
+        let config = UiConfig {
+            throttle_after: 2,
+            throttle_base_delay: Duration::from_millis(300),
+            throttle_max_delay: Duration::from_secs(2),
+            ..UiConfig::default()
+        };
+        Ui::start_full(config, |directory| directory, Some(stack)).await
+    }
+
+    async fn start_full(
+        config: UiConfig,
+        adjust: impl FnOnce(Directory) -> Directory,
+        stack: Option<Arc<dyn couchmail_web::StackStatus>>,
+    ) -> Ui {
         let store = TempStore::new().await;
         let shared: Arc<dyn couchmail_store::Store> = store.store.clone();
         let directory = adjust(Directory::new(shared.clone()));
-        let server = Server::start(shared, directory.clone(), config).await;
+        let server = Server::start_with_stack(shared, directory.clone(), config, stack).await;
         let base = format!("http://{}", server.addr);
         let ui = Ui { base, directory, index: server.index, _store: store, _stop: server.stop };
         ui.index.wait_until(|snapshot| snapshot.is_ready(), Duration::from_secs(10)).await.unwrap();
