@@ -35,6 +35,7 @@
 //! shares the auth secret through `<data_dir>/auth-secret`.
 
 mod daemons;
+mod health;
 mod layout;
 mod managesieve;
 mod servers;
@@ -188,7 +189,23 @@ pub async fn run(mut config: Config, json: bool) -> anyhow::Result<()> {
     let api_listener = servers::bind_api(config.api_listen).await?;
     let api_address = api_listener.local_addr().context("cannot read the API listener's address")?;
     let policy = stack.policy.then(|| config.policy.policy_config(&config.data_dir));
-    let sources = servers::Sources { store, index: index.clone(), directory: directory.clone(), policy };
+    // One supervisor, made before the API starts so that the dashboard reports the daemons it runs later.
+    let supervisor = with_daemons.then(Supervisor::default);
+    let stack_health = Arc::new(health::StackHealth::new(supervisor.clone()));
+    services.spawn("daemon uptime watcher", {
+        let (stack_health, stopped) = (stack_health.clone(), shutdown.stopped());
+        async move {
+            stack_health.watch(stopped).await;
+            Ok(())
+        }
+    });
+    let sources = servers::Sources {
+        store,
+        index: index.clone(),
+        directory: directory.clone(),
+        policy,
+        health: stack_health.clone(),
+    };
     let listeners = servers::Listeners { api: api_listener, api_https, auth: auth_listener, auth_secret };
     let mail_layout = MailLayout { mail_root: stack.paths.mail_dir.clone(), uid: vmail.uid, gid: vmail.gid };
     let sockets =
@@ -217,6 +234,9 @@ pub async fn run(mut config: Config, json: bool) -> anyhow::Result<()> {
             return Err(err);
         }
     };
+    if let Some(address) = managesieve_address {
+        stack_health.add_listener("ManageSieve", address);
+    }
     let running = Running { services, shutdown, sockets, daemons: None };
 
     let started = Instant::now();
@@ -235,8 +255,8 @@ pub async fn run(mut config: Config, json: bool) -> anyhow::Result<()> {
     };
 
     let mut running = running;
-    if with_daemons {
-        match start_daemons(&stack, &mut signals).await {
+    if let Some(supervisor) = supervisor {
+        match start_daemons(&stack, supervisor, &mut signals).await {
             Ok(Some(daemons)) => running.daemons = Some(daemons),
             Ok(None) => return running.stop().await,
             Err(err) => return running.fail(err).await,
@@ -424,7 +444,11 @@ impl RunningDaemons {
 
 /// Checks Postfix's queue, starts Postfix and Dovecot and waits until their
 /// ports answer. `None` when a stop signal came first (the daemons are stopped).
-async fn start_daemons(stack: &Stack, signals: &mut Signals) -> anyhow::Result<Option<RunningDaemons>> {
+async fn start_daemons(
+    stack: &Stack,
+    supervisor: Supervisor,
+    signals: &mut Signals,
+) -> anyhow::Result<Option<RunningDaemons>> {
     let postfix_config_dir = stack.paths.postfix_config_dir();
     system::postfix_check(&postfix_config_dir).await.map_err(|err| {
         Failure::new(
@@ -443,7 +467,7 @@ async fn start_daemons(stack: &Stack, signals: &mut Signals) -> anyhow::Result<O
         let mut specs = couchmail_spam::daemons(stack);
         specs.extend(daemons::specs(stack));
         let stopped = shutdown.stopped();
-        async move { Supervisor::default().run(specs, stopped).await }
+        async move { supervisor.run(specs, stopped).await }
     });
     let mut running = RunningDaemons { task, shutdown };
     let probes = daemons::probe_addresses(stack);

@@ -2,6 +2,7 @@
 //! the socketmap server for Postfix, the policy service for Postfix
 //! (listings, greylisting, sending limits), the dict server for Pigeonhole
 //! and the auth endpoint for Dovecot's Lua passdb and userdb.
+//! Each listener is added to the [`StackHealth`] the API reports.
 //!
 //! Every server answers from the shared [`Index`] through the adapters of
 //! `couchmail-lookup` and stops when the shared stop signal turns true.
@@ -23,6 +24,7 @@ use couchmail_store::Store;
 use couchmail_supervisor::system;
 use couchmail_web::{ApiState, UiConfig};
 
+use super::health::StackHealth;
 use super::{Services, Shutdown};
 use crate::exit::{Exit, Failure};
 
@@ -58,6 +60,8 @@ pub struct Sources {
     pub directory: Directory,
     /// The policy service's configuration; `None` does not serve it.
     pub policy: Option<couchmail_policy::PolicyConfig>,
+    /// The daemons and listeners, for the dashboard and `/api/v1/status`; each listener is added as it is bound.
+    pub health: Arc<StackHealth>,
 }
 
 /// The servers' bound listeners.
@@ -91,7 +95,7 @@ pub async fn start(
     paths: &Paths,
     mail_layout: MailLayout,
 ) -> anyhow::Result<Sockets> {
-    let Sources { store, index, directory, policy } = sources;
+    let Sources { store, index, directory, policy, health } = sources;
     // The greylisting state is opened before anything starts so that a bad file stops `up` with its name.
     let policy = match policy {
         Some(config) => {
@@ -125,8 +129,15 @@ pub async fn start(
         }
     });
 
+    if let Ok(address) = listeners.api.local_addr() {
+        health.add_listener("REST API and web UI", address);
+    }
+    if let Ok(address) = listeners.auth.local_addr() {
+        health.add_listener("Dovecot auth endpoint", address);
+    }
     services.spawn("REST API", {
-        let state = ApiState { directory, index: index.clone(), stack: None };
+        let stack: Arc<dyn couchmail_web::StackStatus> = health.clone();
+        let state = ApiState { directory, index: index.clone(), stack: Some(stack) };
         let (listener, https, stopped) = (listeners.api, listeners.api_https, stop.stopped());
         async move {
             match https {
@@ -141,6 +152,7 @@ pub async fn start(
         .await
         .map_err(|err| socket_failure("the socketmap server", &paths.socketmap_socket, &err))?;
     give_group(&paths.socketmap_socket, "postfix")?;
+    health.add_listener("socketmap for Postfix", paths.socketmap_socket.display());
     services.spawn("socketmap server", {
         let lookup = Arc::new(Maps::new(index.clone()));
         let stopped = stop.stopped();
@@ -157,6 +169,7 @@ pub async fn start(
                 .await
                 .map_err(|err| socket_failure("the policy service", &paths.policy_socket, &err))?;
             give_group(&paths.policy_socket, "postfix")?;
+            health.add_listener("policy service for Postfix", paths.policy_socket.display());
             services.spawn("policy service", {
                 let stopped = stop.stopped();
                 async move {
@@ -179,6 +192,7 @@ pub async fn start(
     let dict_listener = couchmail_dovecot_dict::bind(&paths.dict_socket, 0o660)
         .map_err(|err| socket_failure("the Sieve dict server", &paths.dict_socket, &err))?;
     give_group(&paths.dict_socket, "vmail")?;
+    health.add_listener("Sieve dict for Dovecot", paths.dict_socket.display());
     services.spawn("dict server", {
         let lookup =
             Arc::new(couchmail_dovecot_dict::SieveDict::new(IndexSieve::new(index.clone()), ACTIVE_SCRIPT_NAME));
