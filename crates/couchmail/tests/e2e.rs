@@ -16,6 +16,7 @@ mod e2e {
     pub mod bad_input;
     pub mod browser;
     pub mod couchdb;
+    pub mod dashboard;
     pub mod delivery;
     pub mod faults;
     pub mod imap;
