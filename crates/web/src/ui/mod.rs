@@ -41,6 +41,7 @@
 //! | search and paging | `form#search-form`, `input#search-q` (`q`); `a#next-page` |
 //! | change my password (`GET /me`) | `form#password-form`, `input#password-current` (`current`), `input#password-new` (`new`), `input#password-confirm` (`confirm`), `button#password-submit` |
 //! | the user's name in the header | `#whoami` |
+//! | the stack on the dashboard (admin) | `table#daemons`, one `tr` per daemon with `data-daemon="<name>"` and `data-state="<state>"`; `#daemons-elsewhere` when couchmail supervises none; `ul#listeners` |
 //!
 //! # Plugging in more pages
 //!
