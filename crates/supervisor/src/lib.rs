@@ -9,7 +9,7 @@
 //! [`Supervisor::run`] starts the daemons in order, restarts any that exits
 //! (waiting 1 s, then twice as long each time, up to a minute; a daemon that
 //! ran for a minute starts over at 1 s; what the dead one left behind gets the
-//! stop signal first and SIGKILL 5 s later), and on shutdown stops them in
+//! stop timeout to finish on its own, then the stop signal, then SIGKILL), and on shutdown stops them in
 //! reverse order: the stop signal to the whole group, then SIGKILL after a
 //! grace period.
 //!
@@ -184,6 +184,8 @@ struct Keeper {
 
 impl Keeper {
     async fn keep(mut self, first: Child) {
+        // Groups that dead leaders left behind, each ended by a task of its own (below).
+        let mut leftovers = tokio::task::JoinSet::new();
         let mut running = first;
         let mut backoff = FIRST_BACKOFF;
         'supervise: loop {
@@ -200,11 +202,10 @@ impl Keeper {
                 Ok(status) => status.to_string(),
                 Err(err) => format!("cannot wait for it: {err}"),
             };
-            // Whatever the group leader left behind goes with it, asked first: a Dovecot LMTP
-            // process killed between saving a message and answering would make Postfix
-            // deliver that message twice.
+            // Whatever the group leader left behind goes with it, in the background: the
+            // daemon restarts meanwhile.
             if let Some(pid) = pid {
-                end_leftovers(&self.spec, pid).await;
+                leftovers.spawn(end_leftovers(self.spec.clone(), pid, self.stop.clone()));
             }
             if started.elapsed() >= HEALTHY_AFTER {
                 backoff = FIRST_BACKOFF;
@@ -227,6 +228,7 @@ impl Keeper {
             };
             self.supervisor.set_state(self.spec_idx, State::Running { pid: running.id().unwrap_or(0) });
         }
+        while leftovers.join_next().await.is_some() {}
         self.supervisor.set_state(self.spec_idx, State::Stopped);
     }
 }
@@ -287,25 +289,30 @@ async fn stop_child(spec: &ProcessSpec, mut child: Child) {
     let _ = child.wait().await;
 }
 
-/// How long processes a dead daemon left behind get to finish their work after the stop
-/// signal, before SIGKILL.
-const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
-
-/// Stops what is left of process group `pgid` after its leader exited: the daemon's stop
-/// signal, then SIGKILL after [`LEFTOVER_GRACE`] (or the daemon's own stop timeout, if shorter).
-async fn end_leftovers(spec: &ProcessSpec, pgid: u32) {
-    if !group_alive(pgid) {
-        return;
-    }
-    signal_group(pgid, spec.stop_signal.signal());
-    let grace = spec.stop_timeout.min(LEFTOVER_GRACE);
-    let emptied = async {
+/// Ends what is left of process group `pgid` after its leader exited.
+///
+/// The processes are first left alone for the daemon's stop timeout: they notice their
+/// leader's death and finish what they serve (Dovecot's LMTP processes end their deliveries),
+/// whereas a signal can cut a delivery between saving the message and answering Postfix, which
+/// then delivers it again. Then the stop signal, and SIGKILL after the stop timeout again.
+/// A shutdown of the supervisor skips the wait.
+async fn end_leftovers(spec: ProcessSpec, pgid: u32, mut stop: watch::Receiver<bool>) {
+    let emptied = || async {
         while group_alive(pgid) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    if tokio::time::timeout(grace, emptied).await.is_err() {
-        tracing::warn!(daemon = %spec.name, ?grace, "processes the daemon left behind did not stop in time; killing them");
+    tokio::select! {
+        finished = tokio::time::timeout(spec.stop_timeout, emptied()) => {
+            if finished.is_ok() {
+                return;
+            }
+        }
+        () = stop_requested(&mut stop) => {}
+    }
+    signal_group(pgid, spec.stop_signal.signal());
+    if tokio::time::timeout(spec.stop_timeout, emptied()).await.is_err() {
+        tracing::warn!(daemon = %spec.name, timeout = ?spec.stop_timeout, "processes the daemon left behind did not stop; killing them");
     }
     signal_group(pgid, Signal::KILL);
 }

@@ -133,18 +133,14 @@ async fn a_daemon_that_exits_is_restarted_with_backoff() {
     tokio::time::timeout(Duration::from_secs(5), run).await.unwrap().unwrap().unwrap();
 }
 
-#[tokio::test]
-async fn what_a_dead_daemon_left_behind_is_asked_to_stop_before_it_is_killed() {
+/// Runs a daemon whose first run starts `worker` in the background and dies, as a Dovecot
+/// master killed under its LMTP processes, and later runs just sleep; waits until `done` exists.
+async fn leave_a_worker_behind(worker: &str, done: &Path, within: Duration) {
     let dir = tempfile::tempdir().unwrap();
-    let (started, asked) = (dir.path().join("started"), dir.path().join("asked"));
-    // The first run leaves a worker behind and dies, as a Dovecot master killed under its
-    // LMTP processes; the worker must get the stop signal (and finish) before any SIGKILL.
+    let started = dir.path().join("started");
     let script = format!(
-        "if [ -e {started} ]; then exec sleep 300; fi; touch {started}; \
-         sh -c 'trap \"echo stopped >> {asked}; exit 0\" TERM; while :; do sleep 0.05; done' & \
-         sleep 0.3; exit 9",
+        "if [ -e {started} ]; then exec sleep 300; fi; touch {started}; sh -c '{worker}' & sleep 0.3; exit 9",
         started = started.display(),
-        asked = asked.display()
     );
     let supervisor = Supervisor::default();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -153,10 +149,32 @@ async fn what_a_dead_daemon_left_behind_is_asked_to_stop_before_it_is_killed() {
         let spec = shell("leaver", &script, &dir.path().join("log"));
         async move { supervisor.run(vec![spec], async { stop_rx.await.unwrap_or(()) }).await }
     });
-    wait_for("the worker's stop handler", Duration::from_secs(10), || asked.exists()).await;
-    assert_eq!(std::fs::read_to_string(&asked).unwrap(), "stopped\n");
+    wait_for("the worker's end", within, || done.exists()).await;
     stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), run).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn what_a_dead_daemon_left_behind_may_finish_its_work_unsignalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = dir.path().join("outcome");
+    let worker = format!("trap \"echo signalled >> {o}\" TERM; sleep 1; echo finished >> {o}", o = outcome.display());
+    leave_a_worker_behind(&worker, &outcome, Duration::from_secs(10)).await;
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(std::fs::read_to_string(&outcome).unwrap(), "finished\n");
+}
+
+#[tokio::test]
+async fn what_a_dead_daemon_left_behind_gets_the_stop_signal_when_it_lingers() {
+    let dir = tempfile::tempdir().unwrap();
+    let asked = dir.path().join("asked");
+    // The shell's stop timeout is 2 s: then the stop signal, which the worker obeys.
+    let worker =
+        format!("trap \"echo stopped >> {a}; exit 0\" TERM; while :; do sleep 0.05; done", a = asked.display());
+    let began = Instant::now();
+    leave_a_worker_behind(&worker, &asked, Duration::from_secs(10)).await;
+    assert!(began.elapsed() >= Duration::from_secs(2), "signalled before its time: {:?}", began.elapsed());
+    assert_eq!(std::fs::read_to_string(&asked).unwrap(), "stopped\n");
 }
 
 #[tokio::test]
