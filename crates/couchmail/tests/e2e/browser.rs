@@ -17,7 +17,7 @@ use couchmail_testkit::browser::{Browser, StaticSite, screenshot_dir};
 use couchmail_testkit::stack::MailStack;
 use serde_json::{Value, json};
 
-use super::support::{DELIVERY, PASSWORD, poll, shared, subject, wait_for_rcpt};
+use super::support::{self, DELIVERY, PASSWORD, shared, subject, wait_for_rcpt};
 
 /// How long a page may take to show what a test waits for.
 const PAGE: Duration = Duration::from_secs(10);
@@ -409,25 +409,9 @@ fn wait_until_left(browser: &Browser, url: &str) {
 }
 
 /// Waits (at most 5 s) until the Sieve dict hands out an active script of
-/// `user` that mentions `needle`, asking as Pigeonhole does at delivery
-/// (name → content id → script), and returns it.
+/// `user` that mentions `needle`, and returns it.
 fn wait_for_active_sieve_containing(stack: &MailStack, user: &str, needle: &str) -> String {
-    use couchmail_dovecot_dict::{Client, Hello};
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let hello =
-        Hello { major: 3, minor: 2, value_type: 0, obsolete_user: String::new(), dict_name: "sieve".to_owned() };
-    let served = poll(Duration::from_secs(5), || {
-        runtime.block_on(async {
-            let mut client = Client::connect(stack.dict_socket(), &hello).await.ok()?;
-            let id = client.lookup(user, "priv/sieve/name/active").await.ok()??;
-            let script = client.lookup(user, &format!("priv/sieve/data/{id}")).await.ok()??;
-            script.contains(needle).then_some(script)
-        })
-    });
-    match served {
-        Some((script, _)) => script,
-        None => {
-            panic!("the Sieve dict never served an active script of {user} with {needle:?}\n{}", stack.diagnostics())
-        }
-    }
+    support::active_sieve_served(stack, user, |script| script.contains(needle)).unwrap_or_else(|| {
+        panic!("the Sieve dict never served an active script of {user} with {needle:?}\n{}", stack.diagnostics())
+    })
 }

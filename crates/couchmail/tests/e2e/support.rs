@@ -190,6 +190,13 @@ pub fn expect_login_within_live(
 /// its change reaches the running index a moment later; a test that then
 /// delivers mail waits for that moment instead of racing it.
 pub fn wait_for_active_sieve(stack: &MailStack, user: &str, script: &str) {
+    let served = active_sieve_served(stack, user, |data| data == script);
+    assert!(served.is_some(), "the Sieve dict never served the new script of {user}\n{}", stack.diagnostics());
+}
+
+/// The active script of `user` as the Sieve dict hands it out (name → content id → script, as
+/// Pigeonhole asks at delivery) once `wanted` accepts it, within 5 s; `None` if it never does.
+pub fn active_sieve_served(stack: &MailStack, user: &str, wanted: impl Fn(&str) -> bool) -> Option<String> {
     use couchmail_dovecot_dict::{Client, Hello};
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let hello =
@@ -199,8 +206,8 @@ pub fn wait_for_active_sieve(stack: &MailStack, user: &str, script: &str) {
             let mut client = Client::connect(stack.dict_socket(), &hello).await.ok()?;
             let id = client.lookup(user, "priv/sieve/name/active").await.ok()??;
             let data = client.lookup(user, &format!("priv/sieve/data/{id}")).await.ok()??;
-            (data == script).then_some(())
+            wanted(&data).then_some(data)
         })
     });
-    assert!(served.is_some(), "the Sieve dict never served the new script of {user}\n{}", stack.diagnostics());
+    served.map(|(script, _)| script)
 }
